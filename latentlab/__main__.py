@@ -1,0 +1,5 @@
+"""`python -m latentlab` (also what `torchrun -m latentlab` runs)."""
+
+from latentlab.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""The CLI skeleton: help, version, info, and clean one-line errors."""
+
+from __future__ import annotations
+
+import torch
+from typer.testing import CliRunner
+
+from latentlab import Glow, GlowConfig, __version__, save_model
+from latentlab.cli import app
+
+runner = CliRunner()
+
+
+def test_help_and_version():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "info" in result.output
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_info_shows_config_and_parameters(tmp_path):
+    torch.manual_seed(0)
+    model = Glow(GlowConfig(image_size=8, levels=2, steps=1, width=4))
+    save_model(model, tmp_path / "run", step=3, metrics={"val_bpd": 4.25})
+    result = runner.invoke(app, ["info", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    n_params = sum(p.numel() for p in model.parameters())
+    assert f"{n_params:,}" in result.output and "4.2500" in result.output
+
+
+def test_info_on_missing_and_corrupt_checkpoints_is_one_line(tmp_path):
+    result = runner.invoke(app, ["info", str(tmp_path / "nothing")])
+    assert result.exit_code == 1
+    assert "no model checkpoint" in result.stderr and "Traceback" not in result.output + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 3)
+    result = runner.invoke(app, ["info", str(bad)])
+    assert result.exit_code == 1 and "bad.safetensors" in result.stderr
+
+
+def test_debug_shows_the_exception(tmp_path):
+    result = runner.invoke(app, ["--debug", "info", str(tmp_path / "nothing")])
+    assert result.exit_code != 0 and result.exception is not None
