@@ -10,7 +10,7 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -103,6 +103,181 @@ def info(
     table.add_row("fingerprint", str(summary["fingerprint"]))
     table.add_row("written by", f"latentlab {summary['latentlab_version']} at {summary['saved_at']}")
     console.print(table)
+
+
+def _model_or_last(model: Path | None) -> Path:
+    from latentlab.paths import last_trained_model
+
+    return model if model is not None else last_trained_model()
+
+
+def _parse_floats(text: str, what: str) -> list[float]:
+    import math
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise fail(f"{what} must be a number or comma-separated numbers, got {text!r}", 2) from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise fail(f"{what} must be finite numbers, got {text!r}", 2)
+    return values
+
+
+@app.command()
+@handles_errors
+def train(
+    data: Annotated[Optional[Path], typer.Option(help="Folder of face images (default: the embedded toy faces).")] = None,
+    preset: Annotated[str, typer.Option(help="Preset in models/NAME.toml: toy32, celeba32, celeba64, celebahq256.")] = "toy32",
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: models/<preset>).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per step per process.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (after warm-up).")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="Linear warm-up steps.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="constant or cosine (cosine needs --max-steps).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many passes over the data.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Stop cleanly after this many minutes.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation, data order and noise.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (autocast; log-dets stay float32).")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Use torch.compile.")] = None,
+    grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this.")] = None,
+    memory_saving: Annotated[Optional[str], typer.Option(help="none or checkpoint (recompute each flow step).")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override any model or training field: --set width=64.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite a finished run in --out.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train Glow. With no arguments: generate the toy faces and train the toy32 preset into models/toy32.
+
+    Examples:
+      latentlab train
+      latentlab train --data img_align_celeba/ --preset celeba64 --out models/celeba64
+      latentlab train --data faces/ --preset toy32 --batch-size 32 --max-steps 2000 --time-limit 15 --seed 0 --resume
+      torchrun --nproc_per_node=2 -m latentlab train --data faces/ --preset celeba32
+    """
+    from latentlab.config import apply_overrides, load_preset, parse_override
+    from latentlab.train import default_out, train as run_training
+
+    flags = {
+        "data": None if data is None else str(data), "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps,
+        "schedule": schedule, "max_steps": max_steps, "epochs": epochs, "time_limit": time_limit, "seed": seed,
+        "device": device, "precision": precision, "compile": compile, "grad_clip": grad_clip,
+        "memory_saving": memory_saving,
+    }
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(dict(parse_override(item) for item in set_ or []))
+    cfg = load_preset(preset)
+    run = out if out is not None else default_out(cfg, preset)
+    if resume:
+        from latentlab.config import TrainConfig
+        from latentlab.runs import check_run_folder, load_train_state
+
+        check_run_folder(run, resume=True, force=force)
+        cfg = TrainConfig.from_dict(load_train_state(run)[1]["config"])
+    cfg = apply_overrides(cfg, overrides).replace(out=str(run))
+    result = run_training(cfg, out=run, resume=resume, force=force, progress=not quiet, console=err_console)
+    val = "n/a" if result.val_bpd is None else f"{result.val_bpd:.4f}"
+    console.print(
+        f"[green]trained[/] {result.step} steps ({result.stopped_by}): train {result.train_bpd:.4f} bits/dim, "
+        f"held-out {val} bits/dim, {result.images_per_second:.1f} img/s"
+        + (f", {result.skipped_steps} non-finite steps skipped" if result.skipped_steps else "")
+    )
+    console.print(f"run folder: {result.out}  (samples in {result.out / 'samples'})")
+
+
+@app.command()
+@handles_errors
+def sample(
+    model: Annotated[Optional[Path], typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
+    n: Annotated[int, typer.Option(min=1, max=1024, help="Samples per temperature.")] = 36,
+    temperature: Annotated[str, typer.Option(help="Temperature, or several as rows: 0,0.5,0.7,1.")] = "0.7",
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("samples.png"),
+    seed: Annotated[int, typer.Option(help="Seed for the latent draws.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Draw samples as decode(T·ε), ε ~ N(0, I), into a grid PNG.
+
+    Examples:
+      latentlab sample --n 64 --temperature 0.7 --out samples.png
+      latentlab sample --model models/celeba64 --n 8 --temperature 0,0.5,0.7,1 --out temps.png
+    """
+    from latentlab.checkpoint import load_model
+    from latentlab.evaluate import sample_grid
+    from latentlab.render import save_image
+    from latentlab.train import resolve_device
+
+    temps = _parse_floats(temperature, "--temperature")
+    if any(t < 0 for t in temps):
+        raise fail(f"--temperature must be >= 0, got {temperature}", 2)
+    glow = load_model(_model_or_last(model), device=resolve_device(device))
+    grid = sample_grid(glow, n=n, temperatures=temps, seed=seed)
+    path = save_image(out, grid)
+    console.print(f"[green]wrote[/] {path} ({n} samples x {len(temps)} temperature(s))")
+
+
+@app.command()
+@handles_errors
+def evaluate(
+    data: Annotated[Path, typer.Option(help="Folder of held-out images.")],
+    model: Annotated[Optional[Path], typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N images.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Bits per dimension (as in the Glow paper) of a folder of images under a trained model.
+
+    Example: latentlab evaluate --model models/celeba64 --data held_out/
+    """
+    from latentlab.checkpoint import load_model
+    from latentlab.evaluate import evaluate_folder
+    from latentlab.train import resolve_device
+
+    glow = load_model(_model_or_last(model), device=resolve_device(device))
+    result = evaluate_folder(glow, data, batch_size=batch_size, limit=limit)
+    console.print(
+        f"{result.bits_per_dim:.4f} ± {result.std_error:.4f} bits/dim over {result.images} images"
+        + (f" ({result.skipped} unreadable files skipped)" if result.skipped else "")
+    )
+
+
+@app.command("toy-faces")
+@handles_errors
+def toy_faces(
+    out: Annotated[Path, typer.Argument(help="Folder to write (img_align_celeba/ and list_attr_celeba.csv).")],
+    count: Annotated[int, typer.Option(min=1, help="Number of faces.")] = 5000,
+    size: Annotated[int, typer.Option(min=16, max=1024, help="Image side in pixels.")] = 64,
+    seed: Annotated[int, typer.Option(help="The same seed gives byte-identical files.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes drawing faces.")] = 2,
+) -> None:
+    """Draw the synthetic labeled toy-faces set (CelebA attribute names, Kaggle label format).
+
+    Example: latentlab toy-faces data/toy --count 5000 --size 64 --seed 0
+    """
+    from latentlab.data.toy_faces import TOY_ATTRIBUTES, make_toy_faces
+
+    folder = make_toy_faces(out, count=count, size=size, seed=seed, workers=workers)
+    console.print(f"[green]wrote[/] {count} toy faces to {folder} with labels for {', '.join(TOY_ATTRIBUTES)}")
+
+
+@app.command()
+@handles_errors
+def prepare(
+    data: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
+    size: Annotated[int, typer.Option(min=8, max=4096, help="Side of the cached square images.")] = 64,
+    workers: Annotated[int, typer.Option(min=1, help="Processes decoding images.")] = 2,
+) -> None:
+    """Decode every image once into a uint8 memory-mapped cache that training and encoding reuse.
+
+    Unreadable files are skipped and listed in skipped.txt next to the cache.
+    Example: latentlab prepare img_align_celeba/ --size 64
+    """
+    from latentlab.data.cache import prepare_cache
+
+    cache = prepare_cache(data, size, workers=workers)
+    console.print(f"[green]cached[/] {len(cache)} images at {size}px in {cache.path}"
+                  + (f" ({cache.skipped} unreadable files skipped, listed in skipped.txt)" if cache.skipped else ""))
 
 
 def main() -> None:

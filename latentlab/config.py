@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from latentlab.errors import ConfigError
@@ -78,3 +79,157 @@ class GlowConfig:
     def to_json(self) -> str:
         """Canonical JSON (sorted keys), also used for model fingerprints."""
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16")
+MEMORY_SAVING = ("none", "checkpoint", "invertible")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; precedence is defaults < preset file < command-line flags.
+
+    data: image folder (None: the embedded toy faces). out: run folder (None: models/<preset>).
+    time_limit is in minutes; lr warms up linearly over warmup_steps, then stays constant or
+    follows a cosine to lr·min_lr_ratio at max_steps.
+    """
+
+    model: GlowConfig = GlowConfig()
+    data: str | None = None
+    out: str | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.1
+    max_steps: int | None = None
+    epochs: int | None = None
+    time_limit: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    grad_clip: float = 100.0
+    memory_saving: str = "none"
+    init_batch: int = 256
+    log_every: int = 10
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    val_every: int = 250
+    val_fraction: float = 0.05
+    val_max: int = 1000
+    max_bad_steps: int = 20
+    toy_count: int = 5000
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        positive_ints = ("batch_size", "log_every", "checkpoint_every", "sample_every", "val_every", "init_batch")
+        for name in positive_ints + ("max_bad_steps", "toy_count", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        for name in ("max_steps", "epochs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
+            raise ConfigError(f"lr must be in (0, 1), got {self.lr!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ConfigError(f"time_limit must be a positive number of minutes, got {self.time_limit!r}")
+        if not 0 <= self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must be in [0, 0.5), got {self.val_fraction!r}")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip must be positive, got {self.grad_clip!r}")
+        for name, allowed in (
+            ("device", DEVICES),
+            ("precision", PRECISIONS),
+            ("memory_saving", MEMORY_SAVING),
+            ("schedule", SCHEDULES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        if self.schedule == "cosine" and self.max_steps is None:
+            raise ConfigError("schedule 'cosine' needs --max-steps to know where it ends")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON (the model config nested under 'model')."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict (as saved in a run), refusing unknown keys."""
+        data = dict(data)
+        model = GlowConfig.from_dict(data.pop("model", {}))
+        known = {f.name for f in fields(cls)} - {"model"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        return cls(model=model, **data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed; model fields may be given as model={...} overrides."""
+        model_changes = changes.pop("model", None) or {}
+        model = dataclasses.replace(self.model, **model_changes) if model_changes else self.model
+        return dataclasses.replace(self, model=model, **changes)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'width=64' -> ('width', 64): a --set override, its value parsed as TOML (bare words as strings)."""
+    import tomllib
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. --set width=64)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Apply flat KEY=VALUE overrides, routing model keys to the model config; unknown keys are an error."""
+    model_keys = {f.name for f in fields(GlowConfig)}
+    train_keys = {f.name for f in fields(TrainConfig)} - {"model"}
+    model_changes = {k: v for k, v in overrides.items() if k in model_keys}
+    train_changes = {k: v for k, v in overrides.items() if k in train_keys}
+    unknown = sorted(set(overrides) - model_keys - train_keys)
+    if unknown:
+        valid = ", ".join(sorted(model_keys | train_keys))
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {valid}")
+    return config.replace(model=model_changes, **train_changes)
+
+
+def preset_dirs() -> list[Path]:
+    """Where presets are looked up: ./models, then the models/ folder shipped beside the package."""
+    return [Path("models"), Path(__file__).resolve().parent.parent / "models"]
+
+
+def available_presets() -> list[str]:
+    """Names of the presets that can be found."""
+    return sorted({p.stem for d in preset_dirs() if d.is_dir() for p in d.glob("*.toml")})
+
+
+def load_preset(name: str) -> TrainConfig:
+    """A preset name (models/NAME.toml) or a path to a TOML file -> TrainConfig."""
+    import tomllib
+
+    candidates = [Path(name)] if name.endswith(".toml") else [d / f"{name}.toml" for d in preset_dirs()]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(available_presets()) or 'none'}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"preset {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"model", "train"})
+    if unknown:
+        raise ConfigError(f"preset {path} has unknown section(s) {', '.join(unknown)}; use [model] and [train]")
+    return TrainConfig.from_dict({**data.get("train", {}), "model": data.get("model", {})})

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from latentlab.config import GlowConfig
@@ -283,6 +284,7 @@ class Glow(nn.Module):
                 self.latent_shapes.append((channels - channels // 2, size, size))
                 channels = channels // 2
         self.latent_shapes.append((channels, size, size))
+        self.memory_saving = "none"  # how training trades compute for memory; not part of the weights
         top = (1, channels, size, size)
         self.top_mean = nn.Parameter(torch.zeros(top), requires_grad=config.learn_top)
         self.top_logs = nn.Parameter(torch.zeros(top), requires_grad=config.learn_top)
@@ -327,7 +329,7 @@ class Glow(nn.Module):
         for level, steps in enumerate(self.levels):
             h = squeeze(h)
             for step in steps:
-                h, ld = step(h)
+                h, ld = self._run_step(step, h)
                 logdet = logdet + ld
             if level < len(self.splits):
                 h, eps, ld = self.splits[level](h)
@@ -336,6 +338,15 @@ class Glow(nn.Module):
         eps_list.append((h - self.top_mean) * torch.exp(-self.top_logs))
         logdet = logdet - _wide(self.top_logs).sum()
         return eps_list, logdet
+
+    def _run_step(self, step: FlowStep, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.memory_saving == "checkpoint" and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(step, h, use_reentrant=False)
+        return step(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The training objective's core: `log_prob(x)` (so DDP and torch.compile wrap the model directly)."""
+        return self.log_prob(x)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-0.5, 0.5] -> latents (B, D): every level's ε, flattened, in level order."""

@@ -1,0 +1,43 @@
+"""Default locations, all overridable by environment variables so tests never touch real folders.
+
+LATENTLAB_MODELS (default ./models), LATENTLAB_ATTRIBUTES (./attributes), LATENTLAB_DATA (./data).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from latentlab.errors import CheckpointError
+
+MODEL_FILE = "model.safetensors"
+
+
+def models_dir() -> Path:
+    """Where run folders are written by default."""
+    return Path(os.environ.get("LATENTLAB_MODELS", "models"))
+
+
+def attributes_dir() -> Path:
+    """Where direction files are written by default."""
+    return Path(os.environ.get("LATENTLAB_ATTRIBUTES", "attributes"))
+
+
+def data_dir() -> Path:
+    """Where generated data (the toy faces) is written by default."""
+    return Path(os.environ.get("LATENTLAB_DATA", "data"))
+
+
+def last_trained_model() -> Path:
+    """The run folder under models_dir() whose checkpoint was written most recently."""
+    root = models_dir()
+    runs = [p.parent for p in root.glob(f"*/{MODEL_FILE}")] if root.is_dir() else []
+    if not runs:
+        raise CheckpointError(f"no trained model found under {root}/; run `latentlab train` first or pass --model")
+    return max(runs, key=lambda run: (run / MODEL_FILE).stat().st_mtime_ns)
+
+
+def default_vectors_path(model: Path) -> Path:
+    """The direction file that belongs to a model: attributes/<run name>.safetensors."""
+    name = model.parent.name if model.suffix == ".safetensors" else model.name
+    return attributes_dir() / f"{name}.safetensors"

@@ -1,0 +1,174 @@
+"""The attribute-vectors report: a rich table, JSON and CSV tables, and a cosine-similarity heat map.
+
+Rows are plain dicts (one per attribute, skipped ones included with their reason), so the same
+data feeds the terminal, the files and tests. The heat map is drawn with Pillow (no matplotlib).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from rich.table import Table
+
+from latentlab.fileio import atomic_write_text
+from latentlab.render import load_font, plain_text, save_image, text_size
+
+_NEG = np.array([33, 102, 172], dtype=np.float64)  # cosine -1: blue
+_MID = np.array([247, 247, 247], dtype=np.float64)  # cosine 0: near white
+_POS = np.array([178, 24, 43], dtype=np.float64)  # cosine +1: red
+_NAN = (190, 190, 190)
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def report_rows(
+    names: Sequence[str],
+    pos_counts: Sequence[int],
+    neg_counts: Sequence[int],
+    norms: Sequence[float] | Mapping[str, float],
+    *,
+    accuracy: Sequence[float] | Mapping[str, float] | None = None,
+    skipped: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per attribute: attribute, positives, negatives, norm, probe_accuracy, skipped.
+
+    `norms` and `accuracy` are aligned with `names` (or keyed by name); values for skipped
+    attributes are ignored and written as None.
+    """
+    skipped = dict(skipped or {})
+    rows = []
+    for i, name in enumerate(names):
+        norm = norms[name] if isinstance(norms, Mapping) else norms[i]
+        acc = None
+        if accuracy is not None:
+            acc = accuracy.get(name) if isinstance(accuracy, Mapping) else accuracy[i]
+        out = name in skipped
+        rows.append(
+            {
+                "attribute": name,
+                "positives": int(pos_counts[i]),
+                "negatives": int(neg_counts[i]),
+                "norm": None if out else _finite_or_none(norm),
+                "probe_accuracy": None if out else _finite_or_none(acc),
+                "skipped": skipped.get(name, ""),
+            }
+        )
+    return rows
+
+
+def attribute_table(rows: Sequence[Mapping[str, Any]], *, title: str = "attribute directions") -> Table:
+    """A rich Table of the rows: positives, negatives, |v| and held-out probe accuracy."""
+    table = Table(title=title)
+    table.add_column("attribute")
+    table.add_column("positives", justify="right")
+    table.add_column("negatives", justify="right")
+    table.add_column("|v|", justify="right")
+    table.add_column("probe acc.", justify="right")
+    notes = any(row["skipped"] for row in rows)
+    if notes:
+        table.add_column("note", style="yellow")
+    for row in rows:
+        norm = "—" if row["norm"] is None else f"{row['norm']:.3f}"
+        acc = "—" if row["probe_accuracy"] is None else f"{row['probe_accuracy']:.3f}"
+        cells = [row["attribute"], str(row["positives"]), str(row["negatives"]), norm, acc]
+        table.add_row(*cells, *([f"skipped: {row['skipped']}" if row["skipped"] else ""] if notes else []))
+    return table
+
+
+def _colour(c: np.ndarray) -> np.ndarray:
+    """Cosines (...) in [-1, 1] -> uint8 RGB (..., 3) on a blue-white-red scale; NaN grey."""
+    c = np.asarray(c, dtype=np.float64)
+    k = np.clip(np.abs(np.nan_to_num(c)), 0, 1)[..., None]
+    end = np.where((c >= 0)[..., None], _POS, _NEG)
+    rgb = (1 - k) * _MID + k * end
+    rgb[np.isnan(c)] = _NAN
+    return np.round(rgb).astype(np.uint8)
+
+
+def cosine_heatmap(cosine: torch.Tensor | np.ndarray, names: Sequence[str], *, title: str | None = None) -> np.ndarray:
+    """Draw an (A, A) cosine matrix as a uint8 (H, W, 3) heat map, names on both axes, with a colour bar."""
+    cos = np.asarray(cosine.detach().cpu() if isinstance(cosine, torch.Tensor) else cosine, dtype=np.float64)
+    a = len(names)
+    if cos.shape != (a, a) or a == 0:
+        raise ValueError(f"cosine matrix of shape {cos.shape} for {a} names")
+    cell = int(np.clip(720 // a, 14, 48))
+    font = load_font(int(np.clip(cell * 0.6, 9, 14)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(text_size(probe, n, font)[0] for n in names) + 10
+    line = text_size(probe, "Ag", font)[1]
+    names = [plain_text(n) for n in names]
+    title = plain_text(title or "cosine similarity between attribute directions")
+    top = label_w + 2 * line + 10
+    bar_x = label_w + a * cell + 16
+    width = bar_x + 16 + 8 + text_size(probe, "-1.0", font)[0] + 10
+    height = top + a * cell + 10
+    canvas = Image.new("RGB", (max(width, text_size(probe, title, font)[0] + 20), height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((10, 6), title, fill=(0, 0, 0), font=font)
+
+    cells = np.repeat(np.repeat(_colour(cos), cell, axis=0), cell, axis=1)
+    canvas.paste(Image.fromarray(cells), (label_w, top))
+    for i in range(a + 1):  # thin white lines between cells
+        draw.line([(label_w + i * cell, top), (label_w + i * cell, top + a * cell)], fill=(255, 255, 255))
+        draw.line([(label_w, top + i * cell), (label_w + a * cell, top + i * cell)], fill=(255, 255, 255))
+    if cell >= 30:  # room for the numbers themselves
+        for i in range(a):
+            for j in range(a):
+                value = "" if math.isnan(cos[i, j]) else f"{cos[i, j]:.2f}"
+                ink = (255, 255, 255) if abs(cos[i, j]) > 0.6 else (0, 0, 0)
+                centre = (label_w + j * cell + cell // 2, top + i * cell + cell // 2)
+                draw.text(centre, value, fill=ink, font=font, anchor="mm")
+    for i, name in enumerate(names):
+        draw.text((label_w - 5, top + i * cell + cell // 2), name, fill=(0, 0, 0), font=font, anchor="rm")
+        w, _ = text_size(probe, name, font)
+        label = Image.new("L", (w + 4, line + 6), 0)
+        ImageDraw.Draw(label).text((2, 3), name, fill=255, font=font)
+        label = label.rotate(90, expand=True)  # reads bottom to top, ending just above its column
+        x = label_w + i * cell + (cell - label.width) // 2
+        canvas.paste((0, 0, 0), (x, top - 4 - label.height, x + label.width, top - 4), label)
+
+    bar = _colour(np.linspace(1, -1, a * cell))[:, None, :].repeat(16, axis=1)
+    canvas.paste(Image.fromarray(np.ascontiguousarray(bar)), (bar_x, top))
+    for value, y in ((1.0, top), (0.0, top + a * cell // 2), (-1.0, top + a * cell - 1)):
+        draw.line([(bar_x + 16, y), (bar_x + 20, y)], fill=(0, 0, 0))
+        draw.text((bar_x + 23, y), f"{value:+.1f}" if value else "0", fill=(0, 0, 0), font=font, anchor="lm")
+    return np.asarray(canvas)
+
+
+def write_report(
+    stem: str | os.PathLike[str],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    cosine: torch.Tensor | np.ndarray | None = None,
+    cosine_names: Sequence[str] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write `<stem>.json`, `<stem>.csv` and (with `cosine`) `<stem>-cosine.png`, each atomically.
+
+    `cosine` (A, A) is over `cosine_names` (the attributes that got a direction). Returns the paths.
+    """
+    import pandas as pd
+
+    stem = Path(stem)
+    paths = {"json": stem.with_name(stem.name + ".json"), "csv": stem.with_name(stem.name + ".csv")}
+    doc: dict[str, Any] = {**dict(meta or {}), "attributes": [dict(r) for r in rows]}
+    if cosine is not None:
+        names = list(cosine_names or [])
+        cos = np.asarray(cosine.detach().cpu() if isinstance(cosine, torch.Tensor) else cosine, dtype=np.float64)
+        matrix = [[_finite_or_none(x) for x in row] for row in cos.tolist()]
+        doc["cosine"] = {"names": names, "matrix": matrix}
+        paths["heatmap"] = stem.with_name(stem.name + "-cosine.png")
+        save_image(paths["heatmap"], cosine_heatmap(cos, names))
+    atomic_write_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(paths["csv"], pd.DataFrame(list(rows)).to_csv(index=False))
+    return paths

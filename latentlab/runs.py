@@ -1,0 +1,160 @@
+"""A training run's folder: the lock, the resumable train state, metrics and the guard against overwrites.
+
+models/<run>/
+    model.safetensors        weights + metadata (what every other command loads)
+    train_state.safetensors  optimiser moments, step, RNG states, the TrainConfig (what --resume loads)
+    metrics.jsonl            one JSON object per logged step / validation
+    samples/step_XXXXXX.png  sample grids at temperature 0.7
+    train.lock               held (flock) while a process trains into the folder
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latentlab.checkpoint import load_tensors, save_tensors
+from latentlab.errors import CheckpointError, ConfigError, OutputError
+from latentlab.fileio import ensure_parent
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = "train.lock"
+STATE_FORMAT = "latentlab-train-state"
+
+
+def check_run_folder(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to train over a finished or running run unless --resume or --force says so."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder for the run")
+    has_run = (out / MODEL_FILE).exists() or (out / STATE_FILE).exists()
+    if resume:
+        if not (out / STATE_FILE).exists():
+            raise CheckpointError(f"nothing to resume in {out} (no {STATE_FILE}); drop --resume to start a new run")
+        return
+    if has_run and not force:
+        raise OutputError(
+            f"{out} already holds a trained run; pass --resume to continue it, --force to overwrite it, "
+            "or choose another --out"
+        )
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder; a second trainer gets a clear error, not interleaved files."""
+    ensure_parent(out / LOCK_FILE)
+    fh = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another latentlab process is training into {out}; wait for it or use another --out")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Flatten an optimiser state_dict into named tensors plus JSON-able scalars."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for pid, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars["state"].setdefault(str(pid), {})[key] = value
+    return tensors, scalars
+
+
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]
+) -> None:
+    """Inverse of `optimizer_tensors`."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, entry in scalars.get("state", {}).items():
+        state.setdefault(int(pid), {}).update(entry)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"the saved optimiser state does not fit this model ({exc})") from None
+
+
+def save_train_state(
+    out: Path,
+    *,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    rng: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    extra: dict[str, Any],
+) -> None:
+    """Write everything --resume needs (besides the weights) atomically."""
+    tensors, scalars = optimizer_tensors(optimizer)
+    tensors.update({f"rng.{name}": state for name, state in rng.items()})
+    meta = {"format": STATE_FORMAT, "step": step, "optimizer": scalars, "config": config, **extra}
+    save_tensors(out / STATE_FILE, tensors, meta)
+
+
+def load_train_state(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read train_state.safetensors, checking it is one."""
+    tensors, meta = load_tensors(out / STATE_FILE, what="training state")
+    if meta.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{out / STATE_FILE} is not a latentlab training state")
+    return tensors, meta
+
+
+def rng_states(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The RNG states saved by `save_train_state`."""
+    return {name[4:]: t for name, t in tensors.items() if name.startswith("rng.")}
+
+
+def append_metrics(out: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to metrics.jsonl (a line is written whole with one write call)."""
+    line = json.dumps(record, sort_keys=True) + "\n"
+    with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(line)
+
+
+def truncate_metrics(out: Path, step: int) -> None:
+    """On resume, drop metric lines logged after the checkpoint, so the file matches the resumed run."""
+    path = out / METRICS_FILE
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _line_step(line) <= step]
+    from latentlab.fileio import atomic_write_text
+
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
+
+
+def check_resume_config(saved: dict[str, Any], requested: dict[str, Any]) -> None:
+    """A resumed run must keep its model architecture; other settings may change (said in the log)."""
+    if saved.get("model") != requested.get("model"):
+        raise ConfigError(
+            "--resume with a different model architecture than the run was started with; "
+            f"saved {saved.get('model')}, requested {requested.get('model')}"
+        )

@@ -1,0 +1,378 @@
+"""The training recipe: setup, train, save_checkpoint; one process or torchrun/DDP.
+
+Data order is a pure function of (seed, epoch, rank), the learning rate of the step, and the noise
+generator is saved with every checkpoint, so a resumed run ends with exactly the parameters of an
+uninterrupted one (on the same machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from latentlab.checkpoint import load_model, save_model
+from latentlab.config import TrainConfig
+from latentlab.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
+from latentlab.errors import ConfigError, DataError, TrainingError
+from latentlab.flow import Glow, evaluating
+from latentlab.paths import data_dir, models_dir
+from latentlab.quantize import dequantize, to_uint8
+from latentlab.runs import (
+    append_metrics,
+    check_resume_config,
+    check_run_folder,
+    load_train_state,
+    restore_optimizer,
+    rng_states,
+    run_lock,
+    save_train_state,
+    truncate_metrics,
+)
+
+SAMPLE_SEED = 1234
+VAL_NOISE_SEED = 4321
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    out: Path
+    step: int
+    train_bpd: float
+    val_bpd: float | None
+    images_per_second: float
+    stopped_by: str
+    skipped_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu; an unavailable device is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device auto or cpu")
+        return torch.device("cuda", local_rank)
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps was asked for but MPS is not available; use --device auto or cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for a 0-based step: linear warm-up, then constant or cosine to lr·min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine" and cfg.max_steps:
+        span = max(1, cfg.max_steps - cfg.warmup_steps)
+        progress = min(1.0, (step - cfg.warmup_steps) / span)
+        floor = cfg.lr * cfg.min_lr_ratio
+        return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr
+
+
+def split_indices(n: int, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded train/validation split of n images: (train indices, sorted validation indices)."""
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    n_val = min(cfg.val_max, int(n * cfg.val_fraction))
+    return order[n_val:], np.sort(order[:n_val])
+
+
+def epoch_order(train_idx: np.ndarray, *, seed: int, epoch: int, dist_info: DistInfo) -> np.ndarray:
+    """This rank's image indices for an epoch, as torch's DistributedSampler orders them (drop_last)."""
+    sampler = torch.utils.data.DistributedSampler(
+        range(len(train_idx)),
+        num_replicas=dist_info.world_size,
+        rank=dist_info.rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
+    return train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
+
+
+def resolve_data(cfg: TrainConfig, *, progress: bool, dist_info: DistInfo) -> Path:
+    """The image folder to train on; with no --data, the embedded toy faces (generated once, then reused)."""
+    if cfg.data is not None:
+        folder = Path(cfg.data)
+        if not folder.is_dir():
+            raise DataError(f"--data {folder} is not a folder of images")
+        return folder
+    from latentlab.data.toy_faces import make_toy_faces
+
+    folder = data_dir() / f"toy-faces-n{cfg.toy_count}-s{cfg.seed}"
+    if dist_info.is_main and not (folder / "list_attr_celeba.csv").exists():
+        make_toy_faces(folder, count=cfg.toy_count, size=64, seed=cfg.seed, progress=progress, workers=cfg.workers)
+    barrier(dist_info)
+    return folder
+
+
+def default_out(cfg: TrainConfig, preset: str | None) -> Path:
+    """models/<preset or 'toy32'> unless --out was given."""
+    return Path(cfg.out) if cfg.out else models_dir() / (preset or "run")
+
+
+class Trainer:
+    """One training run: `setup`, then `train`; checkpoints through `save_checkpoint`."""
+
+    def __init__(self, cfg: TrainConfig, *, out: Path, resume: bool = False, force: bool = False,
+                 progress: bool = True, console: Any = None) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.resume = resume
+        self.force = force
+        self.progress = progress
+        self.console = console
+        self.history: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        """Devices, data, model, optimiser, and (with --resume) the saved state."""
+        cfg = self.cfg
+        self.dist = setup_distributed(cfg.device)
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        if self.dist.is_main:
+            check_run_folder(self.out, resume=self.resume, force=self.force)
+        torch.manual_seed(cfg.seed)
+        folder = resolve_data(cfg, progress=self.progress, dist_info=self.dist)
+        from latentlab.data.cache import prepare_cache
+
+        if self.dist.is_main:
+            self.cache = prepare_cache(folder, cfg.model.image_size, workers=cfg.workers, progress=self.progress)
+        barrier(self.dist)
+        if not self.dist.is_main:
+            self.cache = prepare_cache(folder, cfg.model.image_size, workers=cfg.workers, progress=False)
+        self.train_idx, self.val_idx = split_indices(len(self.cache), cfg)
+        per_step = cfg.batch_size * self.dist.world_size
+        self.steps_per_epoch = len(self.train_idx) // per_step
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"{folder} has {len(self.train_idx)} training images, fewer than one batch of {per_step}; "
+                "add images or lower --batch-size"
+            )
+        self.total_steps = self._total_steps()
+        self.noise = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
+        self.step = 0
+        if self.resume:
+            self.model = load_model(self.out).train()
+            tensors, meta = load_train_state(self.out)
+            check_resume_config(meta["config"], cfg.to_dict())
+            if meta["step"] != self._model_step():
+                raise TrainingError(
+                    f"{self.out} holds a model at step {self._model_step()} but a training state at step "
+                    f"{meta['step']}; the run was cut off while saving, so restart it with --force"
+                )
+            self.step = int(meta["step"])
+        else:
+            self.model = Glow(cfg.model)
+            self._initialize_actnorm()
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        if self.resume:
+            restore_optimizer(self.optimizer, tensors, meta["optimizer"])
+            states = rng_states(tensors)
+            self.noise.set_state(states["noise"])
+            torch.set_rng_state(states["torch"])
+            if self.dist.is_main:
+                truncate_metrics(self.out, self.step)
+        self.model.memory_saving = cfg.memory_saving
+        self.net: torch.nn.Module = self.model
+        if self.dist.world_size > 1:
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
+    def _model_step(self) -> int:
+        from latentlab.checkpoint import read_model_metadata
+
+        return int(read_model_metadata(self.out)["step"])
+
+    def _total_steps(self) -> int | None:
+        cfg = self.cfg
+        if cfg.max_steps is not None:
+            return cfg.max_steps
+        if cfg.epochs is not None:
+            return cfg.epochs * self.steps_per_epoch
+        if cfg.time_limit is not None:
+            return None
+        raise ConfigError("say how long to train: --max-steps, --epochs or --time-limit")
+
+    def _initialize_actnorm(self) -> None:
+        """Data-dependent ActNorm initialisation on a seeded batch of training images."""
+        n = min(self.cfg.init_batch, len(self.train_idx))
+        idx = np.sort(np.random.default_rng(self.cfg.seed + 1).choice(self.train_idx, n, replace=False))
+        x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
+        self.model.initialize(dequantize(x8, self.cfg.model.n_bits, generator=torch.Generator().manual_seed(self.cfg.seed)))
+
+    # ----------------------------------------------------------------------------------- train
+    def _batch(self, step: int) -> torch.Tensor:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if getattr(self, "_order_epoch", None) != epoch:
+            self._order = epoch_order(self.train_idx, seed=self.cfg.seed, epoch=epoch, dist_info=self.dist)
+            self._order_epoch = epoch
+        bs = self.cfg.batch_size
+        idx = np.sort(self._order[pos * bs : (pos + 1) * bs])
+        x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
+        x = dequantize(x8, self.cfg.model.n_bits, generator=self.noise)
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        return x.to(self.device)
+
+    def _train_step(self, step: int) -> tuple[float, bool]:
+        """One optimiser step; returns (loss in bits/dim, whether it was applied)."""
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        x = self._batch(step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            log_prob = self.net(x)
+        loss = self.model.bits_per_dim_from_log_prob(log_prob.float()).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        ok = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+        if self.dist.world_size > 1:
+            flag = ok.to(torch.float32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            ok = flag > 0
+        if bool(ok):
+            self.optimizer.step()
+            return float(loss.detach()), True
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach()), False
+
+    def validate(self) -> float | None:
+        """Mean bits/dim over the held-out split, with fixed dequantisation noise."""
+        if len(self.val_idx) == 0:
+            return None
+        gen = torch.Generator().manual_seed(VAL_NOISE_SEED)
+        total, count = 0.0, 0
+        with evaluating(self.model):
+            for start in range(0, len(self.val_idx), 256):
+                idx = self.val_idx[start : start + 256]
+                x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
+                x = dequantize(x8, self.cfg.model.n_bits, generator=gen).to(self.device)
+                bpd = self.model.bits_per_dim_from_log_prob(self.model.log_prob(x))
+                total += float(bpd.double().sum())
+                count += len(idx)
+        return total / count
+
+    def save_samples(self, step: int) -> Path:
+        """A 6x6 grid at temperature 0.7 from a fixed seed, so grids are comparable across steps."""
+        from latentlab.render import make_grid, save_image
+
+        with evaluating(self.model):
+            x = self.model.sample(36, temperature=0.7, generator=torch.Generator().manual_seed(SAMPLE_SEED))
+        path = self.out / "samples" / f"step_{step:06d}.png"
+        save_image(path, make_grid(to_uint8(x.cpu(), self.cfg.model.n_bits), nrow=6))
+        return path
+
+    def save_checkpoint(self, step: int, metrics: dict[str, Any]) -> None:
+        """Training state first, then the weights; both atomic (rank 0 only)."""
+        if not self.dist.is_main:
+            return
+        rng = {"noise": self.noise.get_state(), "torch": torch.get_rng_state()}
+        save_train_state(self.out, optimizer=self.optimizer, step=step, rng=rng, config=self.cfg.to_dict(),
+                         extra={"metrics": metrics})
+        save_model(self.model, self.out, step=step, metrics=metrics, extra={"train": self.cfg.to_dict()})
+
+    def train(self) -> TrainResult:
+        """Run until max steps, epochs or the time limit; checkpoint along the way and at the end."""
+        cfg = self.cfg
+        lock = run_lock(self.out) if self.dist.is_main else contextlib.nullcontext()
+        with lock:
+            return self._loop()
+
+    def _loop(self) -> TrainResult:
+        from latentlab.progress import TrainProgress
+
+        cfg = self.cfg
+        start_step = self.step
+        started = time.perf_counter()
+        deadline = started + cfg.time_limit * 60 if cfg.time_limit else math.inf
+        last_val: float | None = None
+        ema: float | None = None
+        bad_run = skipped = 0
+        stopped_by = "max steps" if cfg.max_steps is not None else "epochs"
+        window_t, window_n = time.perf_counter(), 0
+        rate = 0.0
+        bar = TrainProgress(total=self.total_steps, start=start_step, time_limit=cfg.time_limit,
+                            enabled=self.progress and self.dist.is_main, console=self.console)
+        with bar:
+            while self.total_steps is None or self.step < self.total_steps:
+                loss, applied = self._train_step(self.step)
+                self.step += 1
+                window_n += cfg.batch_size * self.dist.world_size
+                if not applied:
+                    bad_run += 1
+                    skipped += 1
+                    bar.note(f"step {self.step}: non-finite loss or gradient ({loss}); step skipped")
+                    if bad_run >= cfg.max_bad_steps:
+                        raise TrainingError(
+                            f"{bad_run} non-finite steps in a row at step {self.step}; stopped. The last good "
+                            f"checkpoint in {self.out} is kept; resume with a lower --lr or --grad-clip"
+                        )
+                    continue
+                bad_run = 0
+                ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+                if self.step % cfg.log_every == 0:
+                    now = time.perf_counter()
+                    rate = window_n / max(now - window_t, 1e-9)
+                    window_t, window_n = now, 0
+                    record = {"step": self.step, "train_bpd": loss, "train_bpd_ema": ema,
+                              "lr": lr_at(self.step - 1, cfg), "images_per_s": rate,
+                              "elapsed_s": now - started}
+                    self._log(record)
+                bar.update(self.step, bpd=ema, rate=rate, val=last_val)
+                out_of_time = time.perf_counter() >= deadline
+                final = out_of_time or (self.total_steps is not None and self.step >= self.total_steps)
+                if self.dist.is_main and (self.step % cfg.val_every == 0 or final):
+                    last_val = self.validate()
+                    if last_val is not None:
+                        self._log({"step": self.step, "val_bpd": last_val})
+                if self.dist.is_main and (self.step % cfg.sample_every == 0 or final):
+                    self.save_samples(self.step)
+                if self.step % cfg.checkpoint_every == 0 or final:
+                    self.save_checkpoint(self.step, {"train_bpd": ema, "val_bpd": last_val})
+                barrier(self.dist)
+                if out_of_time:
+                    stopped_by = "time limit"
+                    break
+        elapsed = time.perf_counter() - started
+        images = (self.step - start_step) * cfg.batch_size * self.dist.world_size
+        return TrainResult(out=self.out, step=self.step, train_bpd=float(ema or float("nan")), val_bpd=last_val,
+                           images_per_second=images / max(elapsed, 1e-9), stopped_by=stopped_by,
+                           skipped_steps=skipped, history=self.history)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.dist.is_main:
+            append_metrics(self.out, record)
+
+
+def train(cfg: TrainConfig, *, out: Path, resume: bool = False, force: bool = False, progress: bool = True,
+          console: Any = None) -> TrainResult:
+    """Train a Glow as configured into the run folder `out`; returns a summary."""
+    trainer = Trainer(cfg, out=out, resume=resume, force=force, progress=progress, console=console)
+    try:
+        trainer.setup()
+        return trainer.train()
+    finally:
+        teardown_distributed()

@@ -1,0 +1,61 @@
+"""Shared fixtures: every test runs with latentlab's folders redirected under a temporary directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "celeba-sample"
+
+
+@pytest.fixture(autouse=True)
+def isolated_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the models, attributes, data and cache folders at a fresh temp dir; run in it too."""
+    root = tmp_path_factory.mktemp("latentlab-home")
+    for var, sub in (
+        ("LATENTLAB_MODELS", "models"),
+        ("LATENTLAB_ATTRIBUTES", "attributes"),
+        ("LATENTLAB_DATA", "data"),
+        ("LATENTLAB_CACHE_DIR", "cache"),
+    ):
+        monkeypatch.setenv(var, str(root / sub))
+    monkeypatch.chdir(root)
+    torch.manual_seed(0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """96 toy faces at 16 px with labels (the folder holding img_align_celeba/ and list_attr_celeba.csv)."""
+    from latentlab.data.toy_faces import make_toy_faces
+
+    out = tmp_path_factory.mktemp("toy") / "toy-faces"
+    make_toy_faces(out, count=96, size=16, seed=0, progress=False, workers=1)
+    return out
+
+
+TINY_MODEL = {"image_size": 16, "levels": 2, "steps": 2, "width": 16}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder with a tiny model trained for a few steps on the toy faces."""
+    from latentlab.config import TrainConfig
+    from latentlab.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = TrainConfig.from_dict(
+        {"model": TINY_MODEL, "data": str(toy_data / "img_align_celeba"), "batch_size": 16, "max_steps": 8,
+         "warmup_steps": 2, "checkpoint_every": 4, "sample_every": 8, "val_every": 8, "val_fraction": 0.1,
+         "workers": 1}
+    )
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LATENTLAB_CACHE_DIR", str(cache))
+    try:
+        train(cfg, out=out, progress=False)
+    finally:
+        mp.undo()
+    return out

@@ -1,0 +1,383 @@
+"""Attribute directions on synthetic latents with a known answer, the direction file, edits, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from rich.console import Console
+
+from latentlab.directions import (
+    AttributeSums,
+    ProjectionStats,
+    apply_edits,
+    best_threshold,
+    check_alpha,
+    cosine_matrix,
+    get_vector,
+    load_directions,
+    logistic_directions,
+    orthogonalize,
+    probe_accuracy,
+    project,
+    save_directions,
+    sweep_alphas,
+)
+from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, DataError, OutputError
+from latentlab.report import attribute_table, cosine_heatmap, report_rows, write_report
+
+NAMES = ["Smiling", "Blond_Hair", "Male"]
+
+
+def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.dot(a.double(), b.double()) / (a.double().norm() * b.double().norm()))
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """z = noise + y * v / 2 per attribute: the mean difference along each attribute is exactly v."""
+    rng = np.random.default_rng(0)
+    n, d = 2000, 256
+    labels = rng.choice(np.array([-1, 1], dtype=np.int8), size=(n, 2))
+    true = torch.from_numpy(rng.standard_normal((2, d)))
+    true = true / true.norm(dim=1, keepdim=True) * 4.0
+    z = torch.from_numpy(rng.standard_normal((n, d))) + torch.from_numpy(labels.astype(np.float64)) @ true / 2
+    return z.float(), labels, true
+
+
+def in_memory_mean_diff(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.stack([z[labels[:, a] == 1].mean(0) - z[labels[:, a] == -1].mean(0) for a in range(labels.shape[1])])
+
+
+def test_streaming_sums_equal_in_memory_whatever_the_order_and_batching():
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((301, 17)).astype(np.float32)
+    labels = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(301, 3), p=[0.45, 0.1, 0.45])
+    expected = in_memory_mean_diff(z.astype(np.float64), labels)
+    for batch, seed in [(1, 0), (7, 1), (64, 2), (301, 3)]:
+        order = np.random.default_rng(seed).permutation(301)
+        sums = AttributeSums(NAMES, 17)
+        for i in range(0, 301, batch):
+            rows = order[i : i + batch]
+            sums.update(torch.from_numpy(z[rows]), labels[rows])
+        np.testing.assert_allclose(sums.mean_diff().numpy(), expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(sums.pos_counts, (labels == 1).sum(0))
+        np.testing.assert_array_equal(sums.neg_counts, (labels == -1).sum(0))
+
+
+def test_merged_shards_equal_one_pass():
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((100, 8))
+    labels = rng.choice(np.array([-1, 1], dtype=np.int8), size=(100, 3))
+    whole, left, right = AttributeSums(NAMES, 8), AttributeSums(NAMES, 8), AttributeSums(NAMES, 8)
+    whole.update(z, labels)
+    left.update(z[:40], labels[:40])
+    right.update(z[40:], labels[40:])
+    np.testing.assert_allclose(left.merge(right).mean_diff().numpy(), whole.mean_diff().numpy(), rtol=1e-12)
+    with pytest.raises(DataError):
+        left.merge(AttributeSums(["Other"], 8))
+
+
+def test_sums_reject_bad_labels_and_latents():
+    sums = AttributeSums(NAMES, 4)
+    with pytest.raises(DataError, match="-1 or \\+1"):
+        sums.update(np.zeros((2, 4)), np.full((2, 3), 2, dtype=np.int8))
+    with pytest.raises(DataError, match="shape"):
+        sums.update(np.zeros((2, 4)), np.ones((3, 3), dtype=np.int8))
+    with pytest.raises(DataError, match="NaN"):
+        sums.update(np.full((2, 4), np.nan), np.ones((2, 3), dtype=np.int8))
+
+
+def test_too_few_examples_are_skipped_with_a_reason():
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((50, 6))
+    labels = np.ones((50, 3), dtype=np.int8)
+    labels[:25, 0] = -1
+    labels[:3, 1] = -1  # only 3 negatives
+    sums = AttributeSums(NAMES, 6)
+    sums.update(z, labels)
+    skipped = sums.skipped(min_count=10)
+    assert list(skipped) == ["Blond_Hair", "Male"]
+    assert "3 negatives" in skipped["Blond_Hair"] and "0 negatives" in skipped["Male"]
+    assert torch.isnan(sums.mean_diff()[2]).all()  # no crash: an empty class gives a NaN row
+    directions, accuracy, skipped = logistic_directions(z, labels, attrs=NAMES, seed=0, min_count=10)
+    assert set(skipped) == {"Blond_Hair", "Male"}
+    assert torch.isfinite(directions[0]).all() and torch.isnan(directions[1]).all() and math.isnan(accuracy[2])
+
+
+def test_planted_direction_is_recovered_by_mean_difference_and_probe(planted):
+    z, labels, true = planted
+    sums = AttributeSums(["a", "b"], z.shape[1])
+    for i in range(0, len(z), 500):
+        sums.update(z[i : i + 500], labels[i : i + 500])
+    v = sums.mean_diff()
+    for a in range(2):
+        assert cos(v[a], true[a]) > 0.95
+        acc = probe_accuracy(project(z, v[a])[:, 0], labels[:, a], seed=0)
+        assert acc > 0.9
+        assert probe_accuracy(project(z, -v[a])[:, 0], labels[:, a], seed=0) < 0.6  # polarity matters
+    stats = ProjectionStats(v)
+    for i in range(0, len(z), 300):
+        stats.update(z[i : i + 300], labels[i : i + 300])
+    proj = project(z, v)
+    np.testing.assert_allclose(stats.std(), proj.std(dim=0, unbiased=False).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        stats.probe_accuracies(seed=0), [probe_accuracy(proj[:, a], labels[:, a], seed=0) for a in range(2)]
+    )
+    shuffled = np.random.default_rng(0).permutation(labels[:, 0])
+    assert abs(probe_accuracy(project(z, v[0])[:, 0], shuffled, seed=0) - 0.5) < 0.06
+
+
+def test_planted_direction_is_recovered_by_logistic_regression(planted):
+    z, labels, true = planted
+    directions, accuracy, skipped = logistic_directions(z, labels, attrs=["a", "b"], seed=0, max_samples=2000)
+    assert not skipped
+    for a in range(2):
+        assert cos(directions[a], true[a]) > 0.9
+        assert accuracy[a] > 0.9
+        # The documented scaling: the projections' class-mean gap along u equals |v|.
+        u = directions[a] / directions[a].norm()
+        proj = z.double() @ u
+        gap = proj[torch.from_numpy(labels[:, a] == 1)].mean() - proj[torch.from_numpy(labels[:, a] == -1)].mean()
+        assert float(gap) == pytest.approx(float(directions[a].norm()), rel=1e-9)
+        assert float(directions[a].norm()) == pytest.approx(4.0, rel=0.15)
+
+
+def test_best_threshold_matches_brute_force_with_ties():
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        proj = rng.integers(0, 6, size=40).astype(np.float64)  # many ties
+        positive = rng.random(40) < 0.5
+        t = best_threshold(proj, positive)
+        candidates = np.concatenate([[-np.inf], np.unique(proj)])
+        best = max(np.mean((proj > c) == positive) for c in candidates)
+        assert np.mean((proj > t) == positive) == pytest.approx(best)
+
+
+def test_probe_accuracy_rejects_too_few_rows():
+    with pytest.raises(DataError):
+        probe_accuracy(np.array([1.0]), np.array([1]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_orthogonalized_direction_is_orthogonal_to_correlated_conditions(dtype):
+    g = torch.Generator().manual_seed(5)
+    d = 512
+    male = torch.randn(d, generator=g, dtype=torch.float64)
+    young = 0.9 * male + 0.1 * torch.randn(d, generator=g, dtype=torch.float64)  # correlated
+    almost_male = male + 1e-9 * torch.randn(d, generator=g, dtype=torch.float64)  # nearly collinear
+    others = torch.stack([male, young, almost_male, 2 * male]).to(dtype)  # and an exact duplicate
+    v = (0.7 * male + torch.randn(d, generator=g, dtype=torch.float64)).to(dtype)
+    w = orthogonalize(v, others)
+    assert w.dtype == dtype
+    for c in others:
+        assert abs(cos(w, c)) < 1e-6
+    assert float(w.norm()) > 0.5 * float(v.norm())
+    assert torch.equal(orthogonalize(v, torch.empty(0, d, dtype=dtype)), v)
+
+
+def test_orthogonalize_removes_only_the_projection_onto_the_span():
+    g = torch.Generator().manual_seed(8)
+    basis = torch.randn(300, 2, generator=g, dtype=torch.float64)
+    basis[:, 1] += 0.8 * basis[:, 0]  # correlated, not orthogonal
+    v = torch.randn(300, generator=g, dtype=torch.float64)
+    expected = v - basis @ torch.linalg.lstsq(basis, v[:, None]).solution[:, 0]
+    assert torch.allclose(orthogonalize(v, basis.T), expected, atol=1e-12)
+
+
+def test_cosine_matrix():
+    v = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, -2.0]])
+    c = cosine_matrix(v)
+    assert torch.allclose(c, c.T) and torch.allclose(torch.diag(c), torch.ones(3, dtype=torch.float64))
+    assert float(c[0, 1]) == pytest.approx(1 / math.sqrt(2)) and float(c[0, 2]) == pytest.approx(0.0)
+
+
+# --- the direction file ------------------------------------------------------------------------
+
+
+def make_file(path, fingerprint="abc123" * 4):
+    g = torch.Generator().manual_seed(6)
+    vectors = {n: torch.randn(32, generator=g) for n in ["Smiling", "Blond_Hair", "Male"]}  # not sorted
+    save_directions(
+        path,
+        vectors=vectors,
+        pos_counts={"Smiling": 10, "Blond_Hair": 20, "Male": 30},
+        neg_counts=[11, 21, 31],
+        method="mean-diff",
+        model_fingerprint=fingerprint,
+        extra={"images": 72},
+        latent_std=[1.5, 2.0, 0.5],
+    )
+    return vectors
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    path = tmp_path / "dirs.safetensors"
+    vectors = make_file(path)
+    dirs = load_directions(path)
+    assert dirs.names == ["Smiling", "Blond_Hair", "Male"]
+    for name, v in vectors.items():
+        assert torch.equal(dirs.vectors[name], v)
+        assert dirs.norms[name] == pytest.approx(float(v.double().norm()))
+    assert dirs.counts == {"Smiling": (10, 11), "Blond_Hair": (20, 21), "Male": (30, 31)}
+    assert (dirs.method, dirs.dim, dirs.extra) == ("mean-diff", 32, {"images": 72})
+    assert dirs.latent_std == {"Smiling": 1.5, "Blond_Hair": 2.0, "Male": 0.5}
+    sigma = dirs.vector("Male", units="sigma")
+    assert float(sigma.norm()) == pytest.approx(0.5) and cos(sigma, vectors["Male"]) == pytest.approx(1.0)
+    assert dirs.matrix(["Male", "Smiling"]).shape == (2, 32)
+    assert [p.name for p in tmp_path.iterdir()] == ["dirs.safetensors"]  # no temp file left behind
+
+
+def test_fingerprint_mismatch_is_refused(tmp_path):
+    path = tmp_path / "dirs.safetensors"
+    make_file(path, fingerprint="a" * 64)
+    dirs = load_directions(path)
+    dirs.check_model("a" * 64, "models/x")
+    with pytest.raises(CheckpointError, match="another model") as err:
+        dirs.check_model("b" * 64, "models/other")
+    message = str(err.value)
+    assert "aaaaaaaaaaaa≠bbbbbbbbbbbb" in message and "--model models/other" in message and str(path) in message
+
+
+class _Plant:
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(_Plant.marker),))
+
+
+def test_pickle_files_are_refused_without_running_them(tmp_path):
+    _Plant.marker = str(tmp_path / "pwned")
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps(_Plant(), protocol=4))
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_directions(evil)
+    zipped = tmp_path / "dirs.pt"
+    torch.save({"Smiling": torch.zeros(3)}, zipped)
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_directions(zipped)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path):
+    path = tmp_path / "dirs.safetensors"
+    for pad in range(200):  # the first byte is the header length's low byte: make it 0x80
+        save_directions(path, vectors={"A": torch.ones(4)}, pos_counts=[1], neg_counts=[1], method="m",
+                        model_fingerprint="f", extra={"pad": "x" * pad})  # fmt: skip
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no padding gave a 0x80 first byte")
+    assert torch.equal(load_directions(path).vectors["A"], torch.ones(4))
+
+
+def test_corrupt_missing_and_foreign_files_are_refused(tmp_path):
+    path = tmp_path / "dirs.safetensors"
+    make_file(path)
+    data = path.read_bytes()
+    for name, content in [("trunc", data[: len(data) // 2]), ("junk", b"\x07" * 100), ("empty", b"")]:
+        bad = tmp_path / f"{name}.safetensors"
+        bad.write_bytes(content)
+        with pytest.raises(CheckpointError, match=name):
+            load_directions(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_directions(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"Smiling": torch.zeros(3)}, tmp_path / "foreign.safetensors")
+    with pytest.raises(CheckpointError, match="not a latentlab direction file"):
+        load_directions(tmp_path / "foreign.safetensors")
+
+
+def test_save_refuses_bad_vectors_and_names(tmp_path):
+    kwargs = dict(pos_counts=[1], neg_counts=[1], method="m", model_fingerprint="f")
+    with pytest.raises(ValueError, match="NaN"):
+        save_directions(tmp_path / "d.safetensors", vectors={"A": torch.tensor([1.0, math.nan])}, **kwargs)
+    with pytest.raises(OutputError, match=".safetensors"):
+        save_directions(tmp_path / "d.pt", vectors={"A": torch.ones(2)}, **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_attribute_suggests_the_close_name(tmp_path):
+    path = tmp_path / "dirs.safetensors"
+    make_file(path)
+    dirs = load_directions(path)
+    assert torch.equal(get_vector(dirs, "Male"), dirs.vectors["Male"])
+    for wrong in ["blond_hair", "Blond", "Smilling"]:
+        with pytest.raises(AttributeNameError, match="did you mean (Blond_Hair|Smiling)"):
+            get_vector(dirs, wrong)
+    with pytest.raises(AttributeNameError, match="known: Smiling, Blond_Hair, Male"):
+        get_vector(dirs, "Xyzzy")
+    with pytest.raises(ConfigError, match="units"):
+        dirs.vector("Male", units="furlongs")
+
+
+# --- edits -----------------------------------------------------------------------------------------
+
+
+def test_composed_edits_equal_the_sum():
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(4, 16, generator=g)
+    v1, v2 = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    out = apply_edits(z, [v1, v2], [0.5, -1.25])
+    assert torch.allclose(out, z + 0.5 * v1 - 1.25 * v2)
+    assert torch.allclose(
+        apply_edits(z, [v1, v2], [0.5, -1.25]), apply_edits(apply_edits(z, [v1], [0.5]), [v2], [-1.25])
+    )
+    assert torch.equal(apply_edits(z, [], []), z)
+    assert torch.allclose(apply_edits(z[0], [v1], [2.0]), z[0] + 2 * v1)
+    with pytest.raises(ConfigError):
+        apply_edits(z, [v1], [1.0, 2.0])
+    with pytest.raises(CheckpointError, match="another model"):
+        apply_edits(z, [torch.ones(8)], [1.0])
+    with pytest.raises(ConfigError, match="finite"):
+        apply_edits(z, [v1], [math.nan])
+
+
+def test_sweep_alphas():
+    alphas = sweep_alphas("-1,1,7")
+    assert len(alphas) == 7 and alphas[0] == -1.0 and alphas[3] == 0.0 and alphas[-1] == 1.0
+    assert sweep_alphas(" 0 , 0.3 , 4 ")[-1] == 0.3
+    for bad, why in [("1,2", "fields"), ("a,1,3", "not a number"), ("0,1,1", "between 2"), ("nan,1,3", "finite"),
+                     ("0,inf,3", "finite"), ("0,1,2.5", "whole number")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=why):
+            sweep_alphas(bad)
+    assert check_alpha("0.25") == 0.25
+    with pytest.raises(ConfigError):
+        check_alpha(float("inf"))
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def test_report_files_and_table(tmp_path):
+    v = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    rows = report_rows(NAMES, [5, 50, 40], [60, 10, 20], [math.nan, 1.0, 1.4], accuracy=[0.5, 0.9, math.nan],
+                       skipped={"Smiling": "5 positives and 60 negatives; need at least 10 of each"})  # fmt: skip
+    paths = write_report(tmp_path / "x", rows, cosine=cosine_matrix(v), cosine_names=NAMES[1:], meta={"method": "m"})
+    doc = json.loads(paths["json"].read_text())
+    assert (
+        doc["method"] == "m" and doc["attributes"][0]["norm"] is None and doc["attributes"][2]["probe_accuracy"] is None
+    )
+    assert doc["cosine"]["names"] == NAMES[1:] and doc["cosine"]["matrix"][0][1] == pytest.approx(2**-0.5)
+    table = pd.read_csv(paths["csv"])
+    assert list(table.columns) == ["attribute", "positives", "negatives", "norm", "probe_accuracy", "skipped"]
+    from PIL import Image
+
+    assert Image.open(paths["heatmap"]).size[0] > 100
+    console = Console(width=160, record=True)
+    console.print(attribute_table(rows))
+    text = console.export_text()
+    assert "skipped: 5 positives" in text and "0.900" in text
+
+
+def test_heatmap_colours_follow_the_sign():
+    img = cosine_heatmap(np.array([[1.0, -1.0], [-1.0, 1.0]]), ["A", "B"])
+    assert img.dtype == np.uint8 and img.ndim == 3
+    reds = (img[..., 0] > 150) & (img[..., 2] < 80)
+    blues = (img[..., 2] > 150) & (img[..., 0] < 80)
+    assert reds.sum() > 100 and blues.sum() > 100

@@ -1,0 +1,141 @@
+"""Training: it learns, resumes exactly, refuses to overwrite, skips non-finite steps, runs under DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentlab import load_model
+from latentlab.config import TrainConfig
+from latentlab.errors import OutputError, TrainingError
+from latentlab.flow import Glow
+from latentlab.runs import run_lock
+from latentlab.train import lr_at, train
+
+from .conftest import TINY_MODEL
+
+
+def tiny_cfg(toy_data: Path, **changes) -> TrainConfig:
+    base = {"model": TINY_MODEL, "data": str(toy_data / "img_align_celeba"), "batch_size": 16, "max_steps": 6,
+            "warmup_steps": 2, "checkpoint_every": 3, "sample_every": 100, "val_every": 3, "val_fraction": 0.1,
+            "log_every": 1, "workers": 1}
+    base.update(changes)
+    return TrainConfig.from_dict(base)
+
+
+def params(run: Path) -> dict[str, torch.Tensor]:
+    return load_model(run).state_dict()
+
+
+def test_a_short_run_lowers_bits_per_dim(toy_data, tmp_path):
+    result = train(tiny_cfg(toy_data, max_steps=40, lr=3e-3, warmup_steps=5, val_every=40), out=tmp_path / "r",
+                   progress=False)
+    losses = [r["train_bpd"] for r in result.history if "train_bpd" in r]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+    lines = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_bpd" in line for line in lines)
+    assert (tmp_path / "r" / "samples" / "step_000040.png").exists()
+    meta_model = load_model(tmp_path / "r")
+    assert meta_model.is_initialized
+
+
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(toy_data, tmp_path):
+    train(tiny_cfg(toy_data, max_steps=6), out=tmp_path / "straight", progress=False)
+    train(tiny_cfg(toy_data, max_steps=3), out=tmp_path / "resumed", progress=False)
+    result = train(tiny_cfg(toy_data, max_steps=6), out=tmp_path / "resumed", resume=True, progress=False)
+    assert result.step == 6
+    a, b = params(tmp_path / "straight"), params(tmp_path / "resumed")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # metrics of the resumed run cover each step once
+    steps = [json.loads(x)["step"] for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+             if "train_bpd" in x]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_same_seed_gives_bit_identical_checkpoints(toy_data, tmp_path):
+    train(tiny_cfg(toy_data, max_steps=3), out=tmp_path / "a", progress=False)
+    train(tiny_cfg(toy_data, max_steps=3), out=tmp_path / "b", progress=False)
+    a, b = params(tmp_path / "a"), params(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_is_not_overwritten_without_force(toy_data, tmp_path):
+    train(tiny_cfg(toy_data, max_steps=2), out=tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "model.safetensors").read_bytes()
+    with pytest.raises(OutputError, match="already holds a trained run"):
+        train(tiny_cfg(toy_data, max_steps=2), out=tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
+    train(tiny_cfg(toy_data, max_steps=2, seed=5), out=tmp_path / "r", force=True, progress=False)
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() != before
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused(toy_data, tmp_path):
+    (tmp_path / "r").mkdir()
+    with run_lock(tmp_path / "r"), pytest.raises(OutputError, match="another latentlab process"):
+        train(tiny_cfg(toy_data, max_steps=2), out=tmp_path / "r", progress=False)
+
+
+def test_non_finite_steps_are_skipped_then_stop_with_last_good_checkpoint(toy_data, tmp_path, monkeypatch):
+    real = Glow.forward
+    calls = {"n": 0}
+
+    def flaky(self, x):
+        calls["n"] += 1
+        out = real(self, x)
+        return out * float("nan") if calls["n"] in (2,) or calls["n"] > 3 else out
+
+    monkeypatch.setattr(Glow, "forward", flaky)
+    with pytest.raises(TrainingError, match="non-finite steps in a row"):
+        train(tiny_cfg(toy_data, max_steps=50, checkpoint_every=3, max_bad_steps=4), out=tmp_path / "r",
+              progress=False)
+    model = load_model(tmp_path / "r")  # the last good checkpoint (step 3) loads: finite weights
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_lr_warmup_and_cosine():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, schedule="cosine", max_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) == pytest.approx(0.55e-3)
+    assert lr_at(110, cfg) == pytest.approx(1e-4)
+    assert lr_at(500, TrainConfig(lr=1e-3, warmup_steps=10)) == 1e-3
+
+
+def test_memory_saving_checkpoint_gives_the_same_gradients(toy_data):
+    torch.manual_seed(0)
+    model = Glow(TrainConfig.from_dict({"model": TINY_MODEL}).model).double()
+    x = torch.rand(4, 3, 16, 16, dtype=torch.float64) - 0.5
+    model.initialize(x)
+    grads = {}
+    for mode in ("none", "checkpoint"):
+        model.zero_grad()
+        model.memory_saving = mode
+        model(x).sum().backward()
+        grads[mode] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(grads["none"], grads["checkpoint"]))
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_trains_and_writes_one_checkpoint(toy_data, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", LATENTLAB_CACHE_DIR=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "latentlab", "train", "--data", str(toy_data / "img_align_celeba"), "--out", str(tmp_path / "ddp"),
+           "--batch-size", "8", "--max-steps", "4", "--device", "cpu", "--quiet",
+           "--set", "image_size=16", "--set", "levels=2", "--set", "steps=2", "--set", "width=16",
+           "--set", "workers=1", "--set", "checkpoint_every=2", "--set", "log_every=1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    assert "model.safetensors" in files and "train_state.safetensors" in files
+    assert not any(name.startswith(".") and name.endswith(".safetensors") for name in files)
+    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines if "train_bpd" in x] == list(range(1, 5))
+    assert load_model(tmp_path / "ddp").is_initialized
