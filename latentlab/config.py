@@ -11,6 +11,26 @@ from typing import Any
 from latentlab.errors import ConfigError
 
 COUPLINGS = ("affine", "additive")
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _check_types(config: Any) -> None:
+    """Refuse values of the wrong type (from TOML or --set) with a ConfigError, before any range check."""
+    for f in fields(config):
+        if f.name == "model":
+            continue
+        value = getattr(config, f.name)
+        names = [part.strip() for part in str(f.type).split("|")]
+        if value is None and "None" in names:
+            continue
+        wanted = [_SCALARS[n] for n in names if n in _SCALARS]
+        ok = any(
+            isinstance(value, t) and not (isinstance(value, bool) and t is not bool)
+            or (t is float and isinstance(value, int) and not isinstance(value, bool))
+            for t in wanted
+        )
+        if not ok:
+            raise ConfigError(f"{f.name} must be {' or '.join(names)}, got {value!r}")
 PERMUTATIONS = ("lu", "conv", "reverse")
 
 
@@ -92,6 +112,7 @@ class TrainConfig:
     """Everything a training run needs; precedence is defaults < preset file < command-line flags.
 
     data: image folder (None: the embedded toy faces). out: run folder (None: models/<preset>).
+    flip: mirror a random half of each batch left-right (faces are symmetric; mirrored copies reduce overfitting on small sets).
     time_limit is in minutes; lr warms up linearly over warmup_steps, then stays constant or
     follows a cosine to lr·min_lr_ratio at max_steps.
     """
@@ -112,6 +133,7 @@ class TrainConfig:
     precision: str = "fp32"
     compile: bool = False
     grad_clip: float = 100.0
+    flip: bool = True
     memory_saving: str = "none"
     init_batch: int = 256
     log_every: int = 10
@@ -125,6 +147,7 @@ class TrainConfig:
     workers: int = 2
 
     def __post_init__(self) -> None:
+        _check_types(self)
         positive_ints = ("batch_size", "log_every", "checkpoint_every", "sample_every", "val_every", "init_batch")
         for name in positive_ints + ("max_bad_steps", "toy_count", "workers"):
             value = getattr(self, name)

@@ -231,6 +231,9 @@ class Trainer:
         idx = np.sort(self._order[pos * bs : (pos + 1) * bs])
         x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
         x = dequantize(x8, self.cfg.model.n_bits, generator=self.noise)
+        if self.cfg.flip:  # faces are left-right symmetric: mirrored copies are free extra data
+            mirror = torch.rand(len(x), generator=self.noise) < 0.5
+            x[mirror] = x[mirror].flip(-1)
         if self.device.type == "cuda":
             return x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         return x.to(self.device)
