@@ -10,10 +10,11 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from latentlab import __version__
@@ -30,12 +31,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
-_state = {"debug": os.environ.get("LATENTLAB_DEBUG", "") not in ("", "0")}
+_state = {"debug": False}
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one red line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -74,7 +75,7 @@ def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
     """Glow normalizing flows for latent-space work on faces."""
-    _state["debug"] = _state["debug"] or debug
+    _state["debug"] = debug or os.environ.get("LATENTLAB_DEBUG", "") not in ("", "0")
 
 
 @app.command()
@@ -126,24 +127,26 @@ def _parse_floats(text: str, what: str) -> list[float]:
 @app.command()
 @handles_errors
 def train(
-    data: Annotated[Optional[Path], typer.Option(help="Folder of face images (default: the embedded toy faces).")] = None,
-    preset: Annotated[str, typer.Option(help="Preset in models/NAME.toml: toy32, celeba32, celeba64, celebahq256.")] = "toy32",
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: models/<preset>).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per step per process.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (after warm-up).")] = None,
-    warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="Linear warm-up steps.")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="constant or cosine (cosine needs --max-steps).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many passes over the data.")] = None,
-    time_limit: Annotated[Optional[float], typer.Option(help="Stop cleanly after this many minutes.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation, data order and noise.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (autocast; log-dets stay float32).")] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="Use torch.compile.")] = None,
-    grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this.")] = None,
-    memory_saving: Annotated[Optional[str], typer.Option(help="none or checkpoint (recompute each flow step).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Folder of face images (default: the embedded toy faces).")] = None,
+    preset: Annotated[
+        str, typer.Option(help="Preset in models/NAME.toml: toy32, celeba32, celeba64, celebahq256.")
+    ] = "toy32",
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: models/<preset>).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step per process.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (after warm-up).")] = None,
+    warmup_steps: Annotated[int | None, typer.Option(min=0, help="Linear warm-up steps.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="constant or cosine (cosine needs --max-steps).")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Stop after this many passes over the data.")] = None,
+    time_limit: Annotated[float | None, typer.Option(help="Stop cleanly after this many minutes.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for initialisation, data order and noise.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 or bf16 (autocast; log-dets stay float32).")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Use torch.compile.")] = None,
+    grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm to this.")] = None,
+    memory_saving: Annotated[str | None, typer.Option(help="none or checkpoint (recompute each flow step).")] = None,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Override any model or training field: --set width=64.")
+        list[str] | None, typer.Option("--set", help="Override any model or training field: --set width=64.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite a finished run in --out.")] = False,
@@ -158,12 +161,23 @@ def train(
       torchrun --nproc_per_node=2 -m latentlab train --data faces/ --preset celeba32
     """
     from latentlab.config import apply_overrides, load_preset, parse_override
-    from latentlab.train import default_out, train as run_training
+    from latentlab.train import default_out
+    from latentlab.train import train as run_training
 
     flags = {
-        "data": None if data is None else str(data), "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps,
-        "schedule": schedule, "max_steps": max_steps, "epochs": epochs, "time_limit": time_limit, "seed": seed,
-        "device": device, "precision": precision, "compile": compile, "grad_clip": grad_clip,
+        "data": None if data is None else str(data),
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup_steps": warmup_steps,
+        "schedule": schedule,
+        "max_steps": max_steps,
+        "epochs": epochs,
+        "time_limit": time_limit,
+        "seed": seed,
+        "device": device,
+        "precision": precision,
+        "compile": compile,
+        "grad_clip": grad_clip,
         "memory_saving": memory_saving,
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
@@ -190,7 +204,7 @@ def train(
 @app.command()
 @handles_errors
 def sample(
-    model: Annotated[Optional[Path], typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
     n: Annotated[int, typer.Option(min=1, max=1024, help="Samples per temperature.")] = 36,
     temperature: Annotated[str, typer.Option(help="Temperature, or several as rows: 0,0.5,0.7,1.")] = "0.7",
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("samples.png"),
@@ -221,9 +235,9 @@ def sample(
 @handles_errors
 def evaluate(
     data: Annotated[Path, typer.Option(help="Folder of held-out images.")],
-    model: Annotated[Optional[Path], typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N images.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N images.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
     """Bits per dimension (as in the Glow paper) of a folder of images under a trained model.
@@ -276,8 +290,14 @@ def prepare(
     from latentlab.data.cache import prepare_cache
 
     cache = prepare_cache(data, size, workers=workers)
-    console.print(f"[green]cached[/] {len(cache)} images at {size}px in {cache.path}"
-                  + (f" ({cache.skipped} unreadable files skipped, listed in skipped.txt)" if cache.skipped else ""))
+    console.print(
+        f"[green]cached[/] {len(cache)} images at {size}px in {cache.path}"
+        + (f" ({cache.skipped} unreadable files skipped, listed in skipped.txt)" if cache.skipped else "")
+    )
+
+
+# The later pipeline stages keep their commands beside their library code; importing registers them.
+from latentlab import cli_latents, cli_render  # noqa: E402, F401
 
 
 def main() -> None:

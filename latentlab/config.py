@@ -25,12 +25,15 @@ def _check_types(config: Any) -> None:
             continue
         wanted = [_SCALARS[n] for n in names if n in _SCALARS]
         ok = any(
-            isinstance(value, t) and not (isinstance(value, bool) and t is not bool)
+            isinstance(value, t)
+            and not (isinstance(value, bool) and t is not bool)
             or (t is float and isinstance(value, int) and not isinstance(value, bool))
             for t in wanted
         )
         if not ok:
             raise ConfigError(f"{f.name} must be {' or '.join(names)}, got {value!r}")
+
+
 PERMUTATIONS = ("lu", "conv", "reverse")
 
 
@@ -93,7 +96,9 @@ class GlowConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown model config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown model config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+            )
         return cls(**data)
 
     def to_json(self) -> str:
@@ -112,7 +117,8 @@ class TrainConfig:
     """Everything a training run needs; precedence is defaults < preset file < command-line flags.
 
     data: image folder (None: the embedded toy faces). out: run folder (None: models/<preset>).
-    flip: mirror a random half of each batch left-right (faces are symmetric; mirrored copies reduce overfitting on small sets).
+    flip: mirror a random half of each batch left-right (faces are roughly symmetric; the mirrored
+    copies reduce overfitting on small sets).
     time_limit is in minutes; lr warms up linearly over warmup_steps, then stays constant or
     follows a cosine to lr·min_lr_ratio at max_steps.
     """

@@ -25,7 +25,12 @@ class Evaluation:
 
 
 def evaluate_folder(
-    model: Glow, folder: Path, *, batch_size: int = 64, limit: int | None = None, progress: bool = True,
+    model: Glow,
+    folder: Path,
+    *,
+    batch_size: int = 64,
+    limit: int | None = None,
+    progress: bool = True,
     workers: int = 2,
 ) -> Evaluation:
     """Mean bits/dim of the images in `folder` (decoded once through the uint8 cache), with fixed noise."""

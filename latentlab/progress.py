@@ -59,8 +59,9 @@ def progress_bar(
 class TrainProgress:
     """The training bar: step, loss in bits/dim, images/s and ETA (by steps or by the time limit)."""
 
-    def __init__(self, *, total: int | None, start: int, time_limit: float | None, enabled: bool,
-                 console: Console | None = None) -> None:
+    def __init__(
+        self, *, total: int | None, start: int, time_limit: float | None, enabled: bool, console: Console | None = None
+    ) -> None:
         self.enabled = enabled
         self.time_limit = time_limit
         self.started = time.perf_counter()

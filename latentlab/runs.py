@@ -56,7 +56,9 @@ def run_lock(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OutputError(f"another latentlab process is training into {out}; wait for it or use another --out")
+            raise OutputError(
+                f"another latentlab process is training into {out}; wait for it or use another --out"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")

@@ -130,8 +130,16 @@ def default_out(cfg: TrainConfig, preset: str | None) -> Path:
 class Trainer:
     """One training run: `setup`, then `train`; checkpoints through `save_checkpoint`."""
 
-    def __init__(self, cfg: TrainConfig, *, out: Path, resume: bool = False, force: bool = False,
-                 progress: bool = True, console: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        out: Path,
+        resume: bool = False,
+        force: bool = False,
+        progress: bool = True,
+        console: Any = None,
+    ) -> None:
         self.cfg = cfg
         self.out = out
         self.resume = resume
@@ -195,7 +203,9 @@ class Trainer:
         self.model.memory_saving = cfg.memory_saving
         self.net: torch.nn.Module = self.model
         if self.dist.world_size > 1:
-            self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         if cfg.compile:
             self.net = torch.compile(self.net)
 
@@ -219,7 +229,9 @@ class Trainer:
         n = min(self.cfg.init_batch, len(self.train_idx))
         idx = np.sort(np.random.default_rng(self.cfg.seed + 1).choice(self.train_idx, n, replace=False))
         x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
-        self.model.initialize(dequantize(x8, self.cfg.model.n_bits, generator=torch.Generator().manual_seed(self.cfg.seed)))
+        self.model.initialize(
+            dequantize(x8, self.cfg.model.n_bits, generator=torch.Generator().manual_seed(self.cfg.seed))
+        )
 
     # ----------------------------------------------------------------------------------- train
     def _batch(self, step: int) -> torch.Tensor:
@@ -292,13 +304,18 @@ class Trainer:
         if not self.dist.is_main:
             return
         rng = {"noise": self.noise.get_state(), "torch": torch.get_rng_state()}
-        save_train_state(self.out, optimizer=self.optimizer, step=step, rng=rng, config=self.cfg.to_dict(),
-                         extra={"metrics": metrics})
+        save_train_state(
+            self.out,
+            optimizer=self.optimizer,
+            step=step,
+            rng=rng,
+            config=self.cfg.to_dict(),
+            extra={"metrics": metrics},
+        )
         save_model(self.model, self.out, step=step, metrics=metrics, extra={"train": self.cfg.to_dict()})
 
     def train(self) -> TrainResult:
         """Run until max steps, epochs or the time limit; checkpoint along the way and at the end."""
-        cfg = self.cfg
         lock = run_lock(self.out) if self.dist.is_main else contextlib.nullcontext()
         with lock:
             return self._loop()
@@ -316,8 +333,13 @@ class Trainer:
         stopped_by = "max steps" if cfg.max_steps is not None else "epochs"
         window_t, window_n = time.perf_counter(), 0
         rate = 0.0
-        bar = TrainProgress(total=self.total_steps, start=start_step, time_limit=cfg.time_limit,
-                            enabled=self.progress and self.dist.is_main, console=self.console)
+        bar = TrainProgress(
+            total=self.total_steps,
+            start=start_step,
+            time_limit=cfg.time_limit,
+            enabled=self.progress and self.dist.is_main,
+            console=self.console,
+        )
         with bar:
             while self.total_steps is None or self.step < self.total_steps:
                 loss, applied = self._train_step(self.step)
@@ -339,9 +361,14 @@ class Trainer:
                     now = time.perf_counter()
                     rate = window_n / max(now - window_t, 1e-9)
                     window_t, window_n = now, 0
-                    record = {"step": self.step, "train_bpd": loss, "train_bpd_ema": ema,
-                              "lr": lr_at(self.step - 1, cfg), "images_per_s": rate,
-                              "elapsed_s": now - started}
+                    record = {
+                        "step": self.step,
+                        "train_bpd": loss,
+                        "train_bpd_ema": ema,
+                        "lr": lr_at(self.step - 1, cfg),
+                        "images_per_s": rate,
+                        "elapsed_s": now - started,
+                    }
                     self._log(record)
                 bar.update(self.step, bpd=ema, rate=rate, val=last_val)
                 out_of_time = time.perf_counter() >= deadline
@@ -360,9 +387,16 @@ class Trainer:
                     break
         elapsed = time.perf_counter() - started
         images = (self.step - start_step) * cfg.batch_size * self.dist.world_size
-        return TrainResult(out=self.out, step=self.step, train_bpd=float(ema or float("nan")), val_bpd=last_val,
-                           images_per_second=images / max(elapsed, 1e-9), stopped_by=stopped_by,
-                           skipped_steps=skipped, history=self.history)
+        return TrainResult(
+            out=self.out,
+            step=self.step,
+            train_bpd=float(ema or float("nan")),
+            val_bpd=last_val,
+            images_per_second=images / max(elapsed, 1e-9),
+            stopped_by=stopped_by,
+            skipped_steps=skipped,
+            history=self.history,
+        )
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
@@ -370,8 +404,15 @@ class Trainer:
             append_metrics(self.out, record)
 
 
-def train(cfg: TrainConfig, *, out: Path, resume: bool = False, force: bool = False, progress: bool = True,
-          console: Any = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    console: Any = None,
+) -> TrainResult:
     """Train a Glow as configured into the run folder `out`; returns a summary."""
     trainer = Trainer(cfg, out=out, resume=resume, force=force, progress=progress, console=console)
     try:

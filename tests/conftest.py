@@ -9,6 +9,9 @@ import torch
 
 SHARED_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "celeba-sample"
 
+# Test tensors are tiny: one thread avoids thread start-up and oversubscription costing more than the work.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def isolated_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -47,9 +50,18 @@ def tiny_run(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     cfg = TrainConfig.from_dict(
-        {"model": TINY_MODEL, "data": str(toy_data / "img_align_celeba"), "batch_size": 16, "max_steps": 8,
-         "warmup_steps": 2, "checkpoint_every": 4, "sample_every": 8, "val_every": 8, "val_fraction": 0.1,
-         "workers": 1}
+        {
+            "model": TINY_MODEL,
+            "data": str(toy_data / "img_align_celeba"),
+            "batch_size": 16,
+            "max_steps": 8,
+            "warmup_steps": 2,
+            "checkpoint_every": 4,
+            "sample_every": 8,
+            "val_every": 8,
+            "val_fraction": 0.1,
+            "workers": 1,
+        }
     )
     cache = tmp_path_factory.mktemp("tiny-cache")
     mp = pytest.MonkeyPatch()

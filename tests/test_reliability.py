@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,17 +20,50 @@ from latentlab.data.images import load_image
 from latentlab.data.labels import load_labels
 from latentlab.errors import DataError
 
-TINY_FLAGS = ["--set", "image_size=16", "--set", "levels=2", "--set", "steps=2", "--set", "width=16",
-              "--set", "workers=1", "--set", "log_every=1", "--set", "val_every=1000", "--set", "sample_every=1000",
-              "--batch-size", "8", "--device", "cpu", "--quiet"]
+TINY_FLAGS = [
+    "--set",
+    "image_size=16",
+    "--set",
+    "levels=2",
+    "--set",
+    "steps=2",
+    "--set",
+    "width=16",
+    "--set",
+    "workers=1",
+    "--set",
+    "log_every=1",
+    "--set",
+    "val_every=1000",
+    "--set",
+    "sample_every=1000",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 @pytest.mark.slow
 def test_sigkill_during_training_then_resume_continues_from_last_checkpoint(toy_data, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "latentlab", "train", "--data", str(toy_data / "img_align_celeba"), "--out",
-           str(out), "--max-steps", "400", "--set", "checkpoint_every=3", *TINY_FLAGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "latentlab",
+        "train",
+        "--data",
+        str(toy_data / "img_align_celeba"),
+        "--out",
+        str(out),
+        "--max-steps",
+        "400",
+        "--set",
+        "checkpoint_every=3",
+        *TINY_FLAGS,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -78,8 +110,13 @@ def test_random_text_as_labels_only_gives_the_clear_error(tmp_path, text):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.lists(st.sampled_from(["1", "-1", "0", "", "x", "2", "nan", " 1"]), min_size=2, max_size=2),
-                     min_size=1, max_size=6))
+@given(
+    rows=st.lists(
+        st.lists(st.sampled_from(["1", "-1", "0", "", "x", "2", "nan", " 1"]), min_size=2, max_size=2),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_near_miss_label_tables_only_give_the_clear_error(tmp_path, rows):
     lines = ["image_id,Smiling,Male"] + [f"{i:06d}.jpg," + ",".join(r) for i, r in enumerate(rows)]
     path = tmp_path / "labels.csv"

@@ -22,9 +22,19 @@ from .conftest import TINY_MODEL
 
 
 def tiny_cfg(toy_data: Path, **changes) -> TrainConfig:
-    base = {"model": TINY_MODEL, "data": str(toy_data / "img_align_celeba"), "batch_size": 16, "max_steps": 6,
-            "warmup_steps": 2, "checkpoint_every": 3, "sample_every": 100, "val_every": 3, "val_fraction": 0.1,
-            "log_every": 1, "workers": 1}
+    base = {
+        "model": TINY_MODEL,
+        "data": str(toy_data / "img_align_celeba"),
+        "batch_size": 16,
+        "max_steps": 6,
+        "warmup_steps": 2,
+        "checkpoint_every": 3,
+        "sample_every": 100,
+        "val_every": 3,
+        "val_fraction": 0.1,
+        "log_every": 1,
+        "workers": 1,
+    }
     base.update(changes)
     return TrainConfig.from_dict(base)
 
@@ -34,8 +44,9 @@ def params(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_a_short_run_lowers_bits_per_dim(toy_data, tmp_path):
-    result = train(tiny_cfg(toy_data, max_steps=40, lr=3e-3, warmup_steps=5, val_every=40), out=tmp_path / "r",
-                   progress=False)
+    result = train(
+        tiny_cfg(toy_data, max_steps=40, lr=3e-3, warmup_steps=5, val_every=40), out=tmp_path / "r", progress=False
+    )
     losses = [r["train_bpd"] for r in result.history if "train_bpd" in r]
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
@@ -55,8 +66,11 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(toy_data, tmp_
     for key in a:
         assert torch.equal(a[key], b[key]), key
     # metrics of the resumed run cover each step once
-    steps = [json.loads(x)["step"] for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-             if "train_bpd" in x]
+    steps = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+        if "train_bpd" in x
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
@@ -94,8 +108,7 @@ def test_non_finite_steps_are_skipped_then_stop_with_last_good_checkpoint(toy_da
 
     monkeypatch.setattr(Glow, "forward", flaky)
     with pytest.raises(TrainingError, match="non-finite steps in a row"):
-        train(tiny_cfg(toy_data, max_steps=50, checkpoint_every=3, max_bad_steps=4), out=tmp_path / "r",
-              progress=False)
+        train(tiny_cfg(toy_data, max_steps=50, checkpoint_every=3, max_bad_steps=4), out=tmp_path / "r", progress=False)
     model = load_model(tmp_path / "r")  # the last good checkpoint (step 3) loads: finite weights
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -120,17 +133,48 @@ def test_memory_saving_checkpoint_gives_the_same_gradients(toy_data):
         model.memory_saving = mode
         model(x).sum().backward()
         grads[mode] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(grads["none"], grads["checkpoint"]))
+    pairs = zip(grads["none"], grads["checkpoint"], strict=True)
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in pairs)
 
 
 @pytest.mark.slow
 def test_two_process_gloo_run_trains_and_writes_one_checkpoint(toy_data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", LATENTLAB_CACHE_DIR=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "latentlab", "train", "--data", str(toy_data / "img_align_celeba"), "--out", str(tmp_path / "ddp"),
-           "--batch-size", "8", "--max-steps", "4", "--device", "cpu", "--quiet",
-           "--set", "image_size=16", "--set", "levels=2", "--set", "steps=2", "--set", "width=16",
-           "--set", "workers=1", "--set", "checkpoint_every=2", "--set", "log_every=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29517",
+        "-m",
+        "latentlab",
+        "train",
+        "--data",
+        str(toy_data / "img_align_celeba"),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--set",
+        "image_size=16",
+        "--set",
+        "levels=2",
+        "--set",
+        "steps=2",
+        "--set",
+        "width=16",
+        "--set",
+        "workers=1",
+        "--set",
+        "checkpoint_every=2",
+        "--set",
+        "log_every=1",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = sorted(p.name for p in (tmp_path / "ddp").iterdir())

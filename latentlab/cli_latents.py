@@ -1,0 +1,161 @@
+"""The `encode` and `attribute-vectors` commands, registered on the main Typer app when imported."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from latentlab.cli import app, console, err_console, fail, handles_errors
+
+
+class LatentDtype(str, Enum):
+    """How latents are stored on disk."""
+
+    float16 = "float16"
+    float32 = "float32"
+
+
+class Method(str, Enum):
+    """How a direction is fitted."""
+
+    mean_diff = "mean-diff"
+    logistic = "logistic"
+
+
+def _names(text: str | None, option: str) -> list[str]:
+    if text is None:
+        return []
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise fail(f"{option} needs comma-separated attribute names, e.g. Blond_Hair,Smiling; got {text!r}", 2)
+    return names
+
+
+def _run_name(model: Path) -> str:
+    return model.parent.name if model.suffix == ".safetensors" else model.name
+
+
+@app.command()
+@handles_errors
+def encode(
+    data: Annotated[Path | None, typer.Option(help="Folder of images (default: the one next to --labels).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Label file: encode only labeled images and store their labels.")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Store folder (default: latents/<model name>).")] = None,
+    dtype: Annotated[LatentDtype, typer.Option(help="Storage type of the latents.")] = LatentDtype.float16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
+    limit: Annotated[int | None, typer.Option(min=1, help="Encode only the first N (labeled) images.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Start over in --out even if it holds other latents.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Encode a folder of faces into a memory-mapped latent store (latents.npy, ids.json, meta.json).
+
+    Interrupted runs continue where they stopped when rerun with the same options.
+
+    Examples:
+      latentlab encode --data img_align_celeba/ --out latents/celeba64
+      latentlab encode --labels list_attr_celeba.csv --model models/celeba64 --dtype float32
+    """
+    from latentlab.checkpoint import load_model
+    from latentlab.latents import default_image_folder, encode_to_store, store_progress
+    from latentlab.paths import last_trained_model
+    from latentlab.train import resolve_device
+
+    if data is None and labels is None:
+        raise fail("give the images with --data DIR, or a label file with --labels FILE", 2)
+    model_path = model if model is not None else last_trained_model()
+    folder = data if data is not None else default_image_folder(labels)
+    target = out if out is not None else Path("latents") / _run_name(model_path)
+    glow = load_model(model_path, device=resolve_device(device))
+    try:
+        store = encode_to_store(glow, folder, target, dtype=dtype.value, batch_size=batch_size, labels=labels,
+                                limit=limit, force=force, progress=not quiet, model_name=str(model_path))  # fmt: skip
+    except KeyboardInterrupt:
+        done = store_progress(target)
+        saved = f"{done[0]} of {done[1]} latents are saved in {target}; " if done else ""
+        raise fail(f"interrupted; {saved}rerun the same command to continue", 130) from None
+    size = store.latents.nbytes / 2**20
+    if store.encoded == 0:
+        console.print(f"[green]already encoded[/] {len(store)} images in {store.path}; nothing to do", soft_wrap=True)
+    else:
+        resumed = f" (continued after {store.resumed_from})" if store.resumed_from else ""
+        console.print(f"[green]encoded[/] {store.encoded} images{resumed} from {folder}", soft_wrap=True)
+    shape = f"{len(store)} x {store.dim} {dtype.value}, {size:.1f} MiB"
+    console.print(f"latents: {store.path / 'latents.npy'} ({shape})", highlight=False, soft_wrap=True)
+    if labels is not None:
+        console.print(store.match_summary(), highlight=False, soft_wrap=True)
+
+
+@app.command("attribute-vectors")
+@handles_errors
+def attribute_vectors(
+    labels: Annotated[Path, typer.Option(help="CelebA-style label file (Kaggle .csv or the original .txt).")],
+    images: Annotated[
+        Path | None, typer.Option(help="Image folder (default: img_align_celeba/ next to the labels).")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Direction file (default: attributes/<model name>.safetensors).")
+    ] = None,
+    attrs: Annotated[str | None, typer.Option(help="Comma-separated attributes (default: all).")] = None,
+    method: Annotated[Method, typer.Option(help="mean-diff (Glow paper) or logistic regression.")] = Method.mean_diff,
+    orthogonal_to: Annotated[
+        str | None, typer.Option(help="Remove from every other direction its projection on these, e.g. Male,Young.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N labeled images.")] = None,
+    min_count: Annotated[int, typer.Option(min=2, help="Skip attributes with fewer positives or negatives.")] = 10,
+    max_samples: Annotated[int, typer.Option(min=4, help="Rows the logistic classifiers are fitted on.")] = 5000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per encoding batch.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for the probe split and the classifier subset.")] = 0,
+    latents: Annotated[
+        Path | None, typer.Option(help="Keep the encoded latents in this folder (reused and resumed).")
+    ] = None,
+    dtype: Annotated[
+        LatentDtype, typer.Option(help="Storage type of the latents on disk between the passes.")
+    ] = LatentDtype.float16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Compute one latent direction per attribute in one pass over the labeled images, plus a report.
+
+    Writes the direction file (vectors, counts, norms, method, fingerprint
+    of the model) and beside it <name>-report.json, <name>-report.csv and
+    <name>-report-cosine.png. Attributes with too few positives or negatives
+    are reported and skipped.
+
+    Examples:
+      latentlab attribute-vectors --labels list_attr_celeba.csv
+      latentlab attribute-vectors --labels labels.csv --images faces/ --model models/x --out attributes/x.safetensors
+      latentlab attribute-vectors --labels list_attr_celeba.csv --attrs Blond_Hair,Smiling --method logistic
+      latentlab attribute-vectors --labels list_attr_celeba.csv --attrs Smiling --orthogonal-to Male,Young
+    """
+    from latentlab.attributes import compute_attribute_vectors
+    from latentlab.report import attribute_table
+    from latentlab.train import resolve_device
+
+    result = compute_attribute_vectors(
+        labels_path=labels, model_path=model, images=images, out=out, attrs=_names(attrs, "--attrs") or None,
+        method=method.value, orthogonal_to=_names(orthogonal_to, "--orthogonal-to"), limit=limit,
+        batch_size=batch_size, min_count=min_count, seed=seed, max_samples=max_samples, latents=latents,
+        latent_dtype=dtype.value, device=resolve_device(device), progress=not quiet,
+    )  # fmt: skip
+    console.print(attribute_table(result.rows, title=f"attribute directions ({result.method})"))
+    console.print(result.match_summary, highlight=False, soft_wrap=True)
+    skipped = sum(1 for row in result.rows if row["skipped"])
+    if skipped:
+        err_console.print(
+            f"[yellow]{skipped} attribute(s) skipped[/]; see the note column", highlight=False, soft_wrap=True
+        )
+    done = len(result.rows) - skipped
+    console.print(
+        f"[green]wrote[/] {result.path} ({done} directions, model {result.fingerprint})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print("report: " + ", ".join(str(p) for p in result.report.values()), highlight=False, soft_wrap=True)

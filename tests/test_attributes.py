@@ -1,0 +1,213 @@
+"""Attribute directions: streaming equals in-memory, planted directions come back, conditioning, reports, mismatches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latentlab.attributes import compute_attribute_vectors, fit_directions
+from latentlab.checkpoint import load_model, model_fingerprint
+from latentlab.data.cache import prepare_cache
+from latentlab.data.toy_faces import TOY_ATTRIBUTES
+from latentlab.directions import load_directions
+from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, DataError
+
+
+def planted(n: int = 2000, d: int = 32, seed: int = 0):
+    """Isotropic latents with attribute A along e0 and B along a unit vector at 60 degrees to it."""
+    rng = np.random.default_rng(seed)
+    a = rng.choice([-1, 1], size=n)
+    b = np.where(rng.random(n) < 0.8, a, -a)  # B agrees with A 80% of the time: correlated attributes
+    u_a = np.eye(d)[0]
+    u_b = 0.5 * np.eye(d)[0] + np.sqrt(0.75) * np.eye(d)[1]
+    z = rng.standard_normal((n, d)) + 1.5 * a[:, None] * u_a + 1.0 * b[:, None] * u_b
+    return z.astype(np.float32), np.stack([a, b], axis=1).astype(np.int8), u_a, u_b
+
+
+def cosine(x, y) -> float:
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+
+
+@pytest.mark.parametrize("method", ["mean-diff", "logistic"])
+def test_a_planted_direction_is_recovered_by_each_method(method):
+    z, labels, u_a, _ = planted()
+    fit = fit_directions(z, labels, ["A", "B"], method=method, seed=0)
+    v = fit.vectors["A"].numpy()
+    assert cosine(v, u_a) > 0.9
+    assert fit.probe_accuracy["A"] > 0.85
+    # alpha = 1 moves the negatives' mean projection to the positives'
+    unit = v / np.linalg.norm(v)
+    proj = z.astype(np.float64) @ unit
+    gap = proj[labels[:, 0] > 0].mean() - proj[labels[:, 0] < 0].mean()
+    assert np.linalg.norm(v) == pytest.approx(gap, rel=1e-9)
+    if method == "logistic":
+        assert fit.classifier_accuracy["A"] > 0.85 and fit.fitted_rows == 2000
+
+
+def test_mean_difference_is_exact_and_independent_of_chunking_and_order():
+    z, labels, _, _ = planted(n=300)
+    expected = z[labels[:, 0] > 0].astype(np.float64).mean(0) - z[labels[:, 0] < 0].astype(np.float64).mean(0)
+    base = fit_directions(z, labels, ["A", "B"])
+    np.testing.assert_allclose(base.vectors["A"].numpy(), expected, rtol=0, atol=1e-12)
+    order = np.random.default_rng(1).permutation(len(z))
+    for kwargs in ({"chunk_rows": 7}, {"chunk_rows": 1}):
+        other = fit_directions(z, labels, ["A", "B"], **kwargs)
+        for name in ("A", "B"):
+            np.testing.assert_allclose(other.vectors[name].numpy(), base.vectors[name].numpy(), atol=1e-12)
+        assert other.latent_std == pytest.approx(base.latent_std, rel=1e-9)
+    shuffled = fit_directions(z[order], labels[order], ["A", "B"], chunk_rows=13)
+    for name in ("A", "B"):
+        np.testing.assert_allclose(shuffled.vectors[name].numpy(), base.vectors[name].numpy(), atol=1e-12)
+    assert shuffled.latent_std == pytest.approx(base.latent_std, rel=1e-9)
+    assert list(base.pos_counts) == [int((labels[:, 0] > 0).sum()), int((labels[:, 1] > 0).sum())]
+
+
+@pytest.mark.parametrize("method", ["mean-diff", "logistic"])
+def test_orthogonalised_directions_are_orthogonal_to_their_conditions(method):
+    z, labels, u_a, u_b = planted()
+    plain = fit_directions(z, labels, ["A", "B"], method=method)
+    assert abs(cosine(plain.vectors["A"], plain.vectors["B"])) > 0.3  # correlated before conditioning
+    fit = fit_directions(z, labels, ["A", "B"], method=method, orthogonal_to=["B"])
+    assert abs(cosine(fit.vectors["A"], fit.vectors["B"])) < 1e-10
+    np.testing.assert_allclose(fit.vectors["B"].numpy(), plain.vectors["B"].numpy())  # conditions stay
+    residual = (
+        plain.vectors["A"]
+        - (plain.vectors["A"] @ plain.vectors["B"]) / plain.vectors["B"].norm() ** 2 * plain.vectors["B"]
+    )
+    assert cosine(fit.vectors["A"], residual) > 0.99  # what is left of A once B is taken out
+
+
+def test_conditions_must_be_computed_and_not_skipped():
+    z, labels, _, _ = planted(n=200)
+    with pytest.raises(ConfigError, match="'C'.*not among"):
+        fit_directions(z, labels, ["A", "B"], orthogonal_to=["C"])
+    labels[:, 1] = -1
+    labels[:3, 1] = 1
+    with pytest.raises(DataError, match="orthogonal to B: it was skipped"):
+        fit_directions(z, labels, ["A", "B"], orthogonal_to=["B"])
+
+
+def test_streaming_pipeline_equals_in_memory_computation(tiny_run, toy_data, tmp_path):
+    model = load_model(tiny_run)
+    folder = toy_data / "img_align_celeba"
+    cache = prepare_cache(folder, model.config.image_size, workers=1, progress=False)
+    with torch.inference_mode():
+        z = model.eval().encode(model.preprocess(torch.from_numpy(np.array(cache.images)))).double().numpy()
+    labels = pd.read_csv(toy_data / "list_attr_celeba.csv", dtype={"image_id": str}).set_index("image_id")
+    labels = labels.loc[cache.names]
+    results = []
+    for batch_size in (5, 64):
+        result = compute_attribute_vectors(
+            labels_path=toy_data / "list_attr_celeba.csv", model_path=tiny_run,
+            out=tmp_path / f"b{batch_size}.safetensors", batch_size=batch_size, latent_dtype="float32",
+            min_count=5, progress=False, workers=1,
+        )  # fmt: skip
+        assert result.images == folder and result.images_used == 96 and not result.directions.skipped
+        results.append(result.directions)
+        for name in TOY_ATTRIBUTES:
+            y = labels[name].to_numpy()
+            expected = z[y > 0].mean(0) - z[y < 0].mean(0)
+            np.testing.assert_allclose(result.directions.vectors[name].numpy(), expected, atol=1e-5)
+            a = result.directions.names.index(name)
+            assert (result.directions.pos_counts[a], result.directions.neg_counts[a]) == ((y > 0).sum(), (y < 0).sum())
+    for name in TOY_ATTRIBUTES:
+        np.testing.assert_allclose(results[0].vectors[name].numpy(), results[1].vectors[name].numpy(), atol=1e-5)
+
+
+def test_direction_file_and_report_hold_everything(tiny_run, toy_data, tmp_path):
+    out = tmp_path / "dirs.safetensors"
+    result = compute_attribute_vectors(
+        labels_path=toy_data / "list_attr_celeba.csv", model_path=tiny_run, out=out, attrs=["Smiling", "Male"],
+        method="logistic", orthogonal_to=["Bangs"], min_count=5, progress=False, workers=1,
+    )  # fmt: skip
+    dirs = load_directions(out)
+    fingerprint = model_fingerprint(load_model(tiny_run))
+    assert dirs.fingerprint == fingerprint == result.fingerprint
+    dirs.check_model(fingerprint, "tiny")
+    with pytest.raises(CheckpointError, match="another model"):
+        dirs.check_model("0" * 16, "other")
+    assert dirs.names == ["Smiling", "Male", "Bangs"] and dirs.method == "logistic"  # the condition is computed too
+    assert dirs.latent_std is not None and all(s > 0 for s in dirs.latent_std.values())
+    assert set(dirs.extra["probe_accuracy"]) == set(dirs.names) and dirs.extra["orthogonal_to"] == ["Bangs"]
+    for name in ("Smiling", "Male"):
+        assert abs(cosine(dirs.vectors[name], dirs.vectors["Bangs"])) < 1e-5
+    report = json.loads(result.report["json"].read_text())
+    assert [row["attribute"] for row in report["attributes"]] == dirs.names
+    assert report["fingerprint"] == fingerprint and report["cosine"]["names"] == dirs.names
+    assert all(row["classifier_accuracy"] is not None for row in report["attributes"])
+    assert result.report["heatmap"].stat().st_size > 0
+    assert pd.read_csv(result.report["csv"]).shape[0] == 3
+
+
+def test_defaults_just_work(tiny_run, toy_data, isolated_paths):
+    shutil.copytree(tiny_run, isolated_paths / "models" / "tiny")
+    result = compute_attribute_vectors(labels_path=toy_data / "list_attr_celeba.csv", min_count=5, progress=False)
+    assert result.path == Path(isolated_paths / "attributes" / "tiny.safetensors")
+    assert result.model == isolated_paths / "models" / "tiny" and result.images == toy_data / "img_align_celeba"
+    assert (
+        result.report["json"].name == "tiny-report.json" and result.report["heatmap"].name == "tiny-report-cosine.png"
+    )
+    assert not list((isolated_paths / "cache").glob("latents-*"))  # the temporary latent store is gone
+
+
+def test_too_few_positives_are_reported_and_skipped(tiny_run, toy_data, tmp_path):
+    table = pd.read_csv(toy_data / "list_attr_celeba.csv", dtype={"image_id": str})
+    table["Eyeglasses"] = -1
+    table.loc[:2, "Eyeglasses"] = 1
+    labels = tmp_path / "labels.csv"
+    table.to_csv(labels, index=False)
+    out = tmp_path / "dirs.safetensors"
+    result = compute_attribute_vectors(labels_path=labels, images=toy_data / "img_align_celeba", model_path=tiny_run,
+                                       out=out, progress=False, workers=1)  # fmt: skip
+    row = next(r for r in result.rows if r["attribute"] == "Eyeglasses")
+    assert "3 positives" in row["skipped"] and row["norm"] is None
+    assert "Eyeglasses" not in load_directions(out).names and "Smiling" in load_directions(out).names
+    assert "Eyeglasses" in load_directions(out).extra["skipped"]
+    with pytest.raises(DataError, match="no attribute can get a direction"):
+        compute_attribute_vectors(labels_path=labels, images=toy_data / "img_align_celeba", model_path=tiny_run,
+                                  out=out, attrs=["Eyeglasses"], progress=False, workers=1)  # fmt: skip
+
+
+def test_mismatched_labels_and_images_are_counted(tiny_run, toy_data, tmp_path):
+    images = tmp_path / "faces"
+    shutil.copytree(toy_data / "img_align_celeba", images)
+    (images / "000007.png").rename(images / "renamed.png")
+    table = pd.read_csv(toy_data / "list_attr_celeba.csv", dtype={"image_id": str})
+    table = table.drop(index=[0, 1, 2])  # three images lose their labels
+    extra = table.iloc[:2].assign(image_id=["elsewhere1.png", "elsewhere2.png"])  # two labels lose their images
+    labels = tmp_path / "labels.csv"
+    pd.concat([table, extra]).to_csv(labels, index=False)
+    out = tmp_path / "d.safetensors"
+    result = compute_attribute_vectors(labels_path=labels, images=images, model_path=tiny_run, out=out, min_count=5,
+                                       progress=False, workers=1)  # fmt: skip
+    assert result.images_without_labels == 3 + 1 and result.labels_without_image == 2 + 1
+    assert result.images_used == 96 - 4
+    assert "3 label rows without an image" in result.match_summary and "4 images without labels" in result.match_summary
+    report = json.loads(result.report["json"].read_text())
+    assert (report["images_without_labels"], report["labels_without_image"]) == (4, 3)
+
+
+def test_unknown_attributes_get_a_suggestion_before_any_work(toy_data):
+    with pytest.raises(AttributeNameError, match="did you mean Blond_Hair"):
+        compute_attribute_vectors(labels_path=toy_data / "list_attr_celeba.csv", attrs=["Blond"], progress=False)
+    with pytest.raises(AttributeNameError, match="did you mean Male"):
+        compute_attribute_vectors(labels_path=toy_data / "list_attr_celeba.csv", orthogonal_to=["male"])
+
+
+def test_labels_matching_no_image_and_bad_options_are_errors(tiny_run, toy_data, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_id,Smiling\nnope1.jpg,1\nnope2.jpg,-1\n")
+    with pytest.raises(DataError, match="none of the 96 images"):
+        compute_attribute_vectors(labels_path=labels, images=toy_data / "img_align_celeba", model_path=tiny_run,
+                                  progress=False, workers=1)  # fmt: skip
+    with pytest.raises(DataError, match="does not exist"):
+        compute_attribute_vectors(labels_path=tmp_path / "missing.csv", model_path=tiny_run)
+    with pytest.raises(ConfigError, match="unknown method"):
+        compute_attribute_vectors(labels_path=labels, method="pca")
