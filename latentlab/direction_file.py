@@ -23,14 +23,12 @@ from typing import Any
 import torch
 
 from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, OutputError
-from latentlab.fileio import atomic_write_bytes
 
 FORMAT = "latentlab-directions"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 UNITS = ("raw", "sigma")
 _RESERVED = ("__pos_counts__", "__neg_counts__", "__norms__", "__latent_std__")
-_MAX_HEADER = 100 * 2**20
 
 
 @dataclass(frozen=True)
@@ -176,30 +174,27 @@ def save_directions(
         "latentlab_version": __version__,
         "extra": dict(extra or {}),
     }
-    from safetensors.torch import save
+    from latentlab.checkpoint import save_tensors
 
-    atomic_write_bytes(path, save(tensors, metadata={"latentlab": json.dumps(meta, allow_nan=False)}))
-    return path
+    json.dumps(meta, allow_nan=False)  # NaN counts or norms are a bug upstream: refuse to write them
+    return save_tensors(path, tensors, meta)
 
 
 def load_directions(path: str | Path) -> DirectionSet:
     """Read a direction file written by `save_directions`; any problem is a CheckpointError naming it."""
+    from latentlab.checkpoint import load_tensors
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"direction file {path} does not exist; compute it with `latentlab attribute-vectors`")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; give a {SUFFIX} direction file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read direction file {path}: {exc.strerror or exc}") from None
-    meta = _read_metadata(path, data)
-    from safetensors.torch import load
-
-    try:
-        tensors = load(data)
-    except Exception as exc:  # safetensors raises its own error types for every kind of damage
-        raise CheckpointError(f"direction file {path} is corrupt ({exc}); recompute it") from None
+    tensors, meta = load_tensors(path, what="direction file")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a {SUFFIX} file but not a latentlab direction file")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has direction format version {meta.get('format_version')!r}; "
+            f"this latentlab reads version {FORMAT_VERSION}; recompute it"
+        )
     try:
         names = [str(n) for n in meta["names"]]
         dim = int(meta["dim"])
@@ -229,28 +224,3 @@ def load_directions(path: str | Path) -> DirectionSet:
         version=str(meta.get("latentlab_version", "")),
         path=path,
     )
-
-
-def _read_metadata(path: Path, data: bytes) -> dict[str, Any]:
-    """The "latentlab" JSON from a safetensors header (8-byte little-endian length, then JSON)."""
-    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-    if n < 2 or n > min(len(data) - 8, _MAX_HEADER) or data[8:9] != b"{":
-        if data[:1] == b"\x80" or data[:4] == b"PK\x03\x04":  # pickle protocol 2+ or torch.save's zip
-            raise CheckpointError(
-                f"{path} is a pickle/torch.save file; latentlab loads only {SUFFIX} direction files "
-                "(no code runs on load)"
-            )
-        raise CheckpointError(f"{path} is not a {SUFFIX} file (bad header); recompute it")
-    try:
-        header = json.loads(data[8 : 8 + n])
-        meta = json.loads(header.get("__metadata__", {}).get("latentlab", "null"))
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        raise CheckpointError(f"{path} is not a {SUFFIX} file (unreadable header); recompute it") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a {SUFFIX} file but not a latentlab direction file")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has direction format version {meta.get('format_version')!r}; "
-            f"this latentlab reads version {FORMAT_VERSION}; recompute it"
-        )
-    return meta
