@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -47,6 +48,25 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def folder_lock(lock_file: Path, *, busy: str) -> Iterator[None]:
+    """Hold an exclusive flock on `lock_file` for the block; if another process holds it, raise OutputError(busy).
+
+    The kernel drops the lock when the holder dies, so a killed process never leaves a stale lock.
+    """
+    ensure_parent(lock_file)
+    with open(lock_file, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(busy) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

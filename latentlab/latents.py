@@ -18,7 +18,6 @@ the process's resident memory.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -33,8 +32,9 @@ import torch
 
 from latentlab.data.cache import IMAGES_FILE, ImageCache, prepare_cache
 from latentlab.errors import ConfigError, DataError, LatentlabError, OutputError
-from latentlab.fileio import atomic_path, atomic_write_text, ensure_parent
+from latentlab.fileio import atomic_path, atomic_write_text, folder_lock
 from latentlab.flow import Glow, evaluating
+from latentlab.npyrows import NpyRows
 from latentlab.progress import progress_bar
 
 FORMAT = "latentlab-latents"
@@ -47,108 +47,6 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 __all__ = ["DTYPES", "LatentStore", "NpyRows", "default_image_folder", "encode_images", "encode_to_store",
            "latent_chunks", "open_store", "store_progress"]  # fmt: skip
-
-
-class NpyRows:
-    """Rows of a C-ordered .npy file, read and written with pread/pwrite instead of a memory map.
-
-    Indexing mimics an array for what the pipeline needs: `rows[lo:hi]` and `rows[int_array]` return
-    writable copies. Nothing is mapped, so resident memory does not grow as a pass goes through the file.
-    """
-
-    def __init__(self, path: Path, *, write: bool = False) -> None:
-        self.path = Path(path)
-        self._fd = os.open(self.path, os.O_RDWR if write else os.O_RDONLY)
-        try:
-            with open(self.path, "rb") as fh:
-                fmt = np.lib.format
-                version = fmt.read_magic(fh)
-                header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-                shape, fortran, dtype = header(fh)
-                self.offset = fh.tell()
-        except (OSError, ValueError) as exc:
-            os.close(self._fd)
-            raise DataError(f"{self.path} is not a readable .npy array ({exc})") from None
-        if fortran or len(shape) < 1:
-            os.close(self._fd)
-            raise DataError(f"{self.path} does not hold C-ordered rows")
-        self.shape: tuple[int, ...] = tuple(shape)
-        self.dtype = np.dtype(dtype)
-        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
-
-    @classmethod
-    def create(cls, path: Path, *, dtype: str, shape: tuple[int, ...]) -> NpyRows:
-        """A new zero-filled (sparse) .npy file of `shape`, open for writing."""
-        fmt = np.lib.format
-        try:
-            with open(path, "wb") as fh:
-                fmt.write_array_header_1_0(fh, {"descr": fmt.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                                                "shape": tuple(shape)})  # fmt: skip
-                fh.truncate(fh.tell() + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-        except OSError as exc:
-            raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
-        return cls(path, write=True)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
-        if isinstance(key, slice):
-            lo, hi, step = key.indices(len(self))
-            if step != 1:
-                raise IndexError("NpyRows reads contiguous slices only")
-            return self._read(lo, max(lo, hi))
-        rows = np.asarray(key, dtype=np.int64)
-        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
-        if len(rows):
-            breaks = np.flatnonzero(np.diff(rows) != 1) + 1  # read each run of consecutive rows at once
-            for run, start in zip(np.split(rows, breaks), np.concatenate([[0], breaks]), strict=True):
-                out[start : start + len(run)] = self._read(int(run[0]), int(run[0]) + len(run))
-        return out
-
-    def _read(self, lo: int, hi: int) -> np.ndarray:
-        if not 0 <= lo <= hi <= len(self):
-            raise IndexError(f"rows {lo}..{hi} outside 0..{len(self)}")
-        out = np.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
-        if out.size == 0:
-            return out
-        view, done = memoryview(out.reshape(-1)).cast("B"), 0
-        while done < len(view):
-            got = os.preadv(self._fd, [view[done:]], self.offset + lo * self.row_bytes + done)
-            if got <= 0:
-                raise DataError(f"{self.path} is shorter than its header says; it is damaged")
-            done += got
-        return out
-
-    def write(self, lo: int, values: np.ndarray) -> None:
-        """Write rows lo.. from `values` (cast to the file's dtype)."""
-        data = np.ascontiguousarray(values, dtype=self.dtype)
-        if data.shape[1:] != self.shape[1:] or not 0 <= lo <= lo + len(data) <= len(self):
-            raise ValueError(f"rows of shape {data.shape} do not fit at row {lo} of {self.shape}")
-        if data.size == 0:
-            return
-        view, done = memoryview(data.reshape(-1)).cast("B"), 0
-        while done < len(view):
-            done += os.pwrite(self._fd, view[done:], self.offset + lo * self.row_bytes + done)
-
-    def sync(self) -> None:
-        """Make the rows written so far durable."""
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> NpyRows:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
 
 
 @dataclass(frozen=True)
@@ -269,6 +167,11 @@ def encode_to_store(
     if limit is not None and limit < 1:
         raise ConfigError(f"limit {limit} must be at least 1")
     out_dir = Path(out_dir)
+    if labels is not None and not isinstance(labels, pd.DataFrame):
+        from latentlab.data.labels import load_labels
+
+        source, labels = str(labels), load_labels(Path(labels))  # a bad label file fails before any decoding
+        labels.attrs["source"] = source
     cache = prepare_cache(Path(folder), model.config.image_size, workers=workers, progress=progress)
     rows, ids, label_table, match = _select_rows(cache, folder, labels, limit)
     identity = {
@@ -469,18 +372,12 @@ def _save_npy(path: Path, values: np.ndarray) -> None:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-@contextlib.contextmanager
-def _store_lock(out_dir: Path) -> Iterator[None]:
+def _store_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive lock on the store folder, so two encoders never write the same rows."""
-    ensure_parent(out_dir / LOCK_FILE)
-    with open(out_dir / LOCK_FILE, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(
-                f"another latentlab process is encoding into {out_dir}; wait for it or use another --out"
-            ) from None
-        yield
+    return folder_lock(
+        out_dir / LOCK_FILE,
+        busy=f"another latentlab process is encoding into {out_dir}; wait for it or use another --out",
+    )
 
 
 def latent_chunks(

@@ -11,10 +11,7 @@ models/<run>/
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import torch
 
 from latentlab.checkpoint import load_tensors, save_tensors
 from latentlab.errors import CheckpointError, ConfigError, OutputError
-from latentlab.fileio import ensure_parent
+from latentlab.fileio import folder_lock
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
@@ -47,25 +44,11 @@ def check_run_folder(out: Path, *, resume: bool, force: bool) -> None:
         )
 
 
-@contextlib.contextmanager
-def run_lock(out: Path) -> Iterator[None]:
+def run_lock(out: Path) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive lock on the run folder; a second trainer gets a clear error, not interleaved files."""
-    ensure_parent(out / LOCK_FILE)
-    fh = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole block
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(
-                f"another latentlab process is training into {out}; wait for it or use another --out"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        yield
-    finally:
-        fh.close()
+    return folder_lock(
+        out / LOCK_FILE, busy=f"another latentlab process is training into {out}; wait for it or use another --out"
+    )
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
