@@ -241,11 +241,12 @@ def compute_attribute_vectors(
     under the cache folder) unless `latents` names a folder to keep them in (and to resume from).
     The report lands beside `out`: `<stem>-report.json`, `-report.csv`, `-report-cosine.png`.
     """
-    from latentlab.checkpoint import load_model
+    from latentlab.checkpoint import load_model, resolve_model_path
     from latentlab.data.labels import check_attributes, load_labels
     from latentlab.fileio import ensure_parent
     from latentlab.latents import default_image_folder, encode_to_store
     from latentlab.paths import default_vectors_path, last_trained_model
+    from latentlab.render import check_output_path
 
     _check_options(method=method, min_count=min_count, limit=limit, batch_size=batch_size,
                    max_samples=max_samples, latent_dtype=latent_dtype)  # fmt: skip
@@ -260,6 +261,9 @@ def compute_attribute_vectors(
     out = Path(out) if out is not None else default_vectors_path(model_path)
     if out.suffix != ".safetensors":
         raise OutputError(f"--out {out} must end in .safetensors")
+    report_stem = out.with_name(out.stem + "-report")
+    for target in (out, *(report_stem.with_name(report_stem.name + end) for end in (".json", ".csv", "-cosine.png"))):
+        check_output_path(target, [labels_path, resolve_model_path(model_path)])
     ensure_parent(out)
     model = load_model(model_path, device=device)
     images = Path(images) if images is not None else default_image_folder(labels_path)
@@ -306,7 +310,7 @@ def compute_attribute_vectors(
     cosine = cosine_matrix(torch.stack([fit.vectors[n] for n in computed]))
     from latentlab.report import write_report
 
-    report = write_report(out.with_name(out.stem + "-report"), rows, cosine=cosine, cosine_names=computed, meta=about)
+    report = write_report(report_stem, rows, cosine=cosine, cosine_names=computed, meta=about)
     return AttributeResult(
         path=path, report=report, rows=rows, directions=fit, model=model_path, images=images, labels=labels_path,
         method=method, fingerprint=fingerprint, images_used=used,

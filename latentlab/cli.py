@@ -1,14 +1,15 @@
 """The latentlab command line: each command parses options, calls one library function, prints a summary.
 
-Exit codes: 0 success, 1 a user error (one red line on stderr), 2 a usage error (as Typer does),
-130 interrupted. `--debug` shows the traceback instead of the one-line message.
+Exit codes: 0 success, 1 a user error (one red line on stderr), 2 a usage error (as Typer does, but also
+one red line), 130 interrupted. `--debug` shows the traceback instead of the one-line message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -16,17 +17,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from latentlab import __version__
 from latentlab.errors import LatentlabError
 
-app = typer.Typer(
-    name="latentlab",
-    help="Glow normalizing flows for latent-space work on faces: train, encode, edit, interpolate.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -38,6 +33,41 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one red line on stderr and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _usage_errors_as_one_line() -> Iterator[None]:
+    """Typer's usage errors (a usage line, a hint and a boxed message) as one red line; the exit code stays 2."""
+    try:
+        yield
+    except typer.TyperException as exc:  # click's ClickException family: usage errors, bad parameters
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `latentlab` alone prints the help
+            raise
+        ctx = getattr(exc, "ctx", None)
+        hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+        raise fail(exc.format_message().rstrip(".") + hint, exc.exit_code) from None
+
+
+class _OneLineErrorsGroup(TyperGroup):
+    """The app's group: parsing errors of the app and of every command print as one line, like library errors."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with _usage_errors_as_one_line():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_errors_as_one_line():
+            return super().invoke(ctx)
+
+
+app = typer.Typer(
+    name="latentlab",
+    help="Glow normalizing flows for latent-space work on faces: train, encode, edit, interpolate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    cls=_OneLineErrorsGroup,
+)
 
 
 def handles_errors(func: F) -> F:
@@ -239,6 +269,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N images.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Bits per dimension (as in the Glow paper) of a folder of images under a trained model.
 
@@ -249,7 +280,7 @@ def evaluate(
     from latentlab.train import resolve_device
 
     glow = load_model(_model_or_last(model), device=resolve_device(device))
-    result = evaluate_folder(glow, data, batch_size=batch_size, limit=limit)
+    result = evaluate_folder(glow, data, batch_size=batch_size, limit=limit, progress=not quiet)
     console.print(
         f"{result.bits_per_dim:.4f} ± {result.std_error:.4f} bits/dim over {result.images} images"
         + (f" ({result.skipped} unreadable files skipped)" if result.skipped else "")
@@ -281,6 +312,7 @@ def prepare(
     data: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
     size: Annotated[int, typer.Option(min=8, max=4096, help="Side of the cached square images.")] = 64,
     workers: Annotated[int, typer.Option(min=1, help="Processes decoding images.")] = 2,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Decode every image once into a uint8 memory-mapped cache that training and encoding reuse.
 
@@ -289,7 +321,7 @@ def prepare(
     """
     from latentlab.data.cache import prepare_cache
 
-    cache = prepare_cache(data, size, workers=workers)
+    cache = prepare_cache(data, size, workers=workers, progress=not quiet)
     console.print(
         f"[green]cached[/] {len(cache)} images at {size}px in {cache.path}"
         + (f" ({cache.skipped} unreadable files skipped, listed in skipped.txt)" if cache.skipped else "")

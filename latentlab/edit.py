@@ -77,7 +77,13 @@ def decode_batches(model: Glow, z: torch.Tensor, *, batch_size: int = 32) -> Ite
     """Latents (N, D) -> uint8 images (b, 3, S, S) on the CPU, one batch at a time."""
     with evaluating(model):
         for batch in z.split(batch_size):
-            yield to_uint8(model.decode(batch.to(model.top_mean.device)), model.config.n_bits).cpu()
+            x = model.decode(batch.to(model.top_mean.device))
+            if not bool(torch.isfinite(x).all()):  # NaN pixels would be written as arbitrary colours
+                raise ConfigError(
+                    "the model decodes these latents to NaN or inf: they lie too far from the faces it knows; "
+                    "use a smaller --alpha (useful edits lie in [-1, 1])"
+                )
+            yield to_uint8(x, model.config.n_bits).cpu()
 
 
 def decode_images(model: Glow, z: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentlab.errors import ConfigError
 from latentlab.flow import Glow, evaluating
 from latentlab.quantize import dequantize, to_uint8
 
@@ -44,7 +45,7 @@ def evaluate_folder(
     values: list[np.ndarray] = []
     with evaluating(model), progress_bar("evaluate", n, enabled=progress) as advance:
         for start in range(0, n, batch_size):
-            x8 = torch.from_numpy(np.ascontiguousarray(cache.images[start : min(n, start + batch_size)]))
+            x8 = torch.from_numpy(np.array(cache.images[start : min(n, start + batch_size)]))  # a writable copy
             x = dequantize(x8, model.config.n_bits, generator=gen, dtype=model.top_mean.dtype).to(device)
             values.append(model.bits_per_dim_from_log_prob(model.log_prob(x)).double().cpu().numpy())
             advance(len(x8))
@@ -65,6 +66,11 @@ def sample_grid(
     with evaluating(model):
         for t in temperatures:
             x = model.decode((t * eps).to(model.top_mean.device))
+            if not bool(torch.isfinite(x).all()):  # NaN pixels would be written as arbitrary colours
+                raise ConfigError(
+                    f"temperature {t:g} is too high for this model: it decodes to NaN or inf; "
+                    "use 0 to 1, as the Glow paper does"
+                )
             images.append(to_uint8(x.cpu(), model.config.n_bits))
     columns = nrow or (n if len(temperatures) > 1 else max(1, int(round(n**0.5))))
     return make_grid(torch.cat(images), nrow=columns)

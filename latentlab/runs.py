@@ -129,6 +129,13 @@ def truncate_metrics(out: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+def clear_history(out: Path) -> None:
+    """--force: drop the replaced run's metrics and sample grids, so none of its history mixes with the new run's."""
+    truncate_metrics(out, 0)
+    for grid in (out / "samples").glob("step_*.png"):
+        grid.unlink(missing_ok=True)
+
+
 def _line_step(line: str) -> int:
     try:
         return int(json.loads(line).get("step", 0))

@@ -30,6 +30,7 @@ from latentlab.runs import (
     append_metrics,
     check_resume_config,
     check_run_folder,
+    clear_history,
     load_train_state,
     restore_optimizer,
     rng_states,
@@ -70,7 +71,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device("cuda", local_rank)
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps was asked for but MPS is not available; use --device auto or cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} was asked for but no CUDA GPU is available; use --device auto or cpu")
+    return device
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -200,6 +207,8 @@ class Trainer:
             torch.set_rng_state(states["torch"])
             if self.dist.is_main:
                 truncate_metrics(self.out, self.step)
+        elif self.dist.is_main:
+            clear_history(self.out)  # --force over a finished run, or a fresh folder (nothing to clear)
         self.model.memory_saving = cfg.memory_saving
         self.net: torch.nn.Module = self.model
         if self.dist.world_size > 1:
