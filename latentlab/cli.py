@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,7 +89,18 @@ def handles_errors(func: F) -> F:
                 raise
             raise fail("out of memory; try a smaller --batch-size") from None
 
+    wrapper.__doc__ = reflow_help(func.__doc__ or "")
     return wrapper  # type: ignore[return-value]
+
+
+def reflow_help(doc: str) -> str:
+    """Join the wrapped lines of prose paragraphs so --help fills the terminal; indented examples stay as written."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    out = []
+    for para in paragraphs:
+        lines = para.splitlines()
+        out.append(para if any(line.startswith(" ") for line in lines) else " ".join(lines))
+    return "\n\n".join(out)
 
 
 def _version_callback(value: bool) -> None:

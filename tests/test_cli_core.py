@@ -42,3 +42,12 @@ def test_info_on_missing_and_corrupt_checkpoints_is_one_line(tmp_path):
 def test_debug_shows_the_exception(tmp_path):
     result = runner.invoke(app, ["--debug", "info", str(tmp_path / "nothing")])
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_every_command_has_help_with_examples():
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    assert {"train", "sample", "evaluate", "encode", "attribute-vectors", "manipulate", "interpolate"} <= set(names)
+    for name in names:
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, name
+        assert "Example" in result.output, f"{name} --help has no examples"
