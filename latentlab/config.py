@@ -120,7 +120,7 @@ class TrainConfig:
     flip: mirror a random half of each batch left-right (faces are roughly symmetric; the mirrored
     copies reduce overfitting on small sets).
     time_limit is in minutes; lr warms up linearly over warmup_steps, then stays constant or
-    follows a cosine to lr·min_lr_ratio at max_steps.
+    follows a cosine to lr·min_lr_ratio at max_steps (or, with only a time limit, at the time limit).
     """
 
     model: GlowConfig = GlowConfig()
@@ -183,8 +183,8 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        if self.schedule == "cosine" and self.max_steps is None:
-            raise ConfigError("schedule 'cosine' needs --max-steps to know where it ends")
+        if self.schedule == "cosine" and self.max_steps is None and self.time_limit is None:
+            raise ConfigError("schedule 'cosine' needs --max-steps or --time-limit to know where it ends")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (the model config nested under 'model')."""

@@ -80,16 +80,22 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for a 0-based step: linear warm-up, then constant or cosine to lr·min_lr_ratio."""
+def lr_at(step: int, cfg: TrainConfig, *, time_fraction: float = 0.0) -> float:
+    """Learning rate for a 0-based step: linear warm-up, then constant or cosine to lr·min_lr_ratio.
+
+    The cosine ends at max_steps; with only a time limit it follows the fraction of the time used
+    (`time_fraction`), so a `--time-limit 15` run still ends on a small learning rate.
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "cosine" and cfg.max_steps:
-        span = max(1, cfg.max_steps - cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / span)
-        floor = cfg.lr * cfg.min_lr_ratio
-        return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return cfg.lr
+    if cfg.schedule != "cosine":
+        return cfg.lr
+    if cfg.max_steps:
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    else:
+        progress = time_fraction
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def split_indices(n: int, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -259,11 +265,20 @@ class Trainer:
             return x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         return x.to(self.device)
 
-    def _train_step(self, step: int) -> tuple[float, bool]:
+    def _time_fraction(self, started: float) -> float:
+        """Fraction of --time-limit used, the same on every rank (rank 0's clock decides)."""
+        if self.cfg.time_limit is None:
+            return 0.0
+        fraction = torch.tensor([(time.perf_counter() - started) / (self.cfg.time_limit * 60)], dtype=torch.float64)
+        if self.dist.world_size > 1:
+            dist.broadcast(fraction, src=0)
+        return float(fraction)
+
+    def _train_step(self, step: int, time_fraction: float) -> tuple[float, bool]:
         """One optimiser step; returns (loss in bits/dim, whether it was applied)."""
         cfg = self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg, time_fraction=time_fraction)
         x = self._batch(step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             log_prob = self.net(x)
@@ -335,7 +350,6 @@ class Trainer:
         cfg = self.cfg
         start_step = self.step
         started = time.perf_counter()
-        deadline = started + cfg.time_limit * 60 if cfg.time_limit else math.inf
         last_val: float | None = None
         ema: float | None = None
         bad_run = skipped = 0
@@ -351,10 +365,14 @@ class Trainer:
         )
         with bar:
             while self.total_steps is None or self.step < self.total_steps:
-                loss, applied = self._train_step(self.step)
+                time_fraction = self._time_fraction(started)
+                loss, applied = self._train_step(self.step, time_fraction)
                 self.step += 1
                 window_n += cfg.batch_size * self.dist.world_size
-                if not applied:
+                if applied:
+                    bad_run = 0
+                    ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+                else:
                     bad_run += 1
                     skipped += 1
                     bar.note(f"step {self.step}: non-finite loss or gradient ({loss}); step skipped")
@@ -363,10 +381,7 @@ class Trainer:
                             f"{bad_run} non-finite steps in a row at step {self.step}; stopped. The last good "
                             f"checkpoint in {self.out} is kept; resume with a lower --lr or --grad-clip"
                         )
-                    continue
-                bad_run = 0
-                ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-                if self.step % cfg.log_every == 0:
+                if applied and self.step % cfg.log_every == 0:
                     now = time.perf_counter()
                     rate = window_n / max(now - window_t, 1e-9)
                     window_t, window_n = now, 0
@@ -374,13 +389,13 @@ class Trainer:
                         "step": self.step,
                         "train_bpd": loss,
                         "train_bpd_ema": ema,
-                        "lr": lr_at(self.step - 1, cfg),
+                        "lr": self.optimizer.param_groups[0]["lr"],
                         "images_per_s": rate,
                         "elapsed_s": now - started,
                     }
                     self._log(record)
                 bar.update(self.step, bpd=ema, rate=rate, val=last_val)
-                out_of_time = time.perf_counter() >= deadline
+                out_of_time = self._time_fraction(started) >= 1.0
                 final = out_of_time or (self.total_steps is not None and self.step >= self.total_steps)
                 if self.dist.is_main and (self.step % cfg.val_every == 0 or final):
                     last_val = self.validate()
