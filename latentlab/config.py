@@ -183,8 +183,6 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        if self.schedule == "cosine" and self.max_steps is None and self.time_limit is None:
-            raise ConfigError("schedule 'cosine' needs --max-steps or --time-limit to know where it ends")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (the model config nested under 'model')."""

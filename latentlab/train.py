@@ -80,18 +80,18 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def lr_at(step: int, cfg: TrainConfig, *, time_fraction: float = 0.0) -> float:
+def lr_at(step: int, cfg: TrainConfig, *, total_steps: int | None = None, time_fraction: float = 0.0) -> float:
     """Learning rate for a 0-based step: linear warm-up, then constant or cosine to lr·min_lr_ratio.
 
-    The cosine ends at max_steps; with only a time limit it follows the fraction of the time used
-    (`time_fraction`), so a `--time-limit 15` run still ends on a small learning rate.
+    The cosine ends at `total_steps` (from --max-steps or --epochs); with only a time limit it follows
+    the fraction of the time used, so a `--time-limit 15` run still ends on a small learning rate.
     """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule != "cosine":
         return cfg.lr
-    if cfg.max_steps:
-        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if total_steps:
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
     else:
         progress = time_fraction
     floor = cfg.lr * cfg.min_lr_ratio
@@ -278,7 +278,7 @@ class Trainer:
         """One optimiser step; returns (loss in bits/dim, whether it was applied)."""
         cfg = self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg, time_fraction=time_fraction)
+            group["lr"] = lr_at(step, cfg, total_steps=self.total_steps, time_fraction=time_fraction)
         x = self._batch(step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             log_prob = self.net(x)
