@@ -186,7 +186,10 @@ def train(
     precision: Annotated[str | None, typer.Option(help="fp32 or bf16 (autocast; log-dets stay float32).")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Use torch.compile.")] = None,
     grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm to this.")] = None,
-    memory_saving: Annotated[str | None, typer.Option(help="none or checkpoint (recompute each flow step).")] = None,
+    memory_saving: Annotated[
+        str | None,
+        typer.Option(help="none, checkpoint (recompute each flow step) or invertible (rebuild inputs from outputs)."),
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override any model or training field: --set width=64.")
     ] = None,
@@ -341,7 +344,7 @@ def prepare(
 
 
 # The later pipeline stages keep their commands beside their library code; importing registers them.
-from latentlab import cli_latents, cli_render  # noqa: E402, F401
+from latentlab import cli_bench, cli_latents, cli_render  # noqa: E402, F401
 
 
 def main() -> None:

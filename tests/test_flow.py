@@ -9,7 +9,7 @@ import torch
 
 from latentlab import Glow, GlowConfig
 from latentlab.errors import ConfigError
-from latentlab.flow import ActNorm, Coupling, FlowStep, InvConv1x1, Split, evaluating, squeeze, unsqueeze
+from latentlab.flow import ActNorm, Coupling, FlowStep, InvConv1x1, Split, evaluating, fold_steps, squeeze, unsqueeze
 
 
 def perturb(module: torch.nn.Module, scale: float, seed: int = 0) -> None:
@@ -246,3 +246,76 @@ def test_wrong_input_shape_is_clear():
         model.encode(torch.zeros(1, 3, 8, 8, dtype=torch.float64))
     with pytest.raises(ConfigError, match="expected latents"):
         model.decode(torch.zeros(1, 5, dtype=torch.float64))
+
+
+def unfolded_step(step: FlowStep, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A flow step computed layer by layer, as written in the paper (no folding, no caches)."""
+    y, logdet = step.norm(x)
+    w = step.perm.weights(y)[0]
+    y = torch.nn.functional.conv2d(y, w[:, :, None, None])
+    logdet = logdet + x.shape[2] * x.shape[3] * (step.perm.log_abs_det() if step.perm.kind != "reverse" else 0)
+    c, net = step.coupling, step.coupling.net
+    xa, xb = y[:, : c.half], y[:, c.half :]
+    h = torch.relu(net.norm1(net.conv1(xa))[0])
+    h = torch.relu(net.norm2(net.conv2(h))[0])
+    h = net.out.conv(h) * torch.exp(3 * net.out.logs)
+    if c.kind == "additive":
+        return torch.cat([xa, xb + h], 1), logdet
+    shift, raw = h.chunk(2, 1)
+    scale = torch.sigmoid(raw + 2.0)
+    return torch.cat([xa, (xb + shift) * scale], 1), logdet + torch.log(scale).flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("coupling", ["affine", "additive"])
+@pytest.mark.parametrize("permutation", ["lu", "conv", "reverse"])
+def test_folded_step_equals_the_layers_one_by_one(coupling, permutation):
+    torch.manual_seed(0)
+    step = FlowStep(
+        8, GlowConfig(image_size=4, levels=1, steps=1, width=6, coupling=coupling, permutation=permutation)
+    ).double()
+    perturb(step, 0.3)
+    x = torch.randn(3, 8, 5, 5, dtype=torch.float64)
+    y, logdet = step(x)
+    y_ref, logdet_ref = unfolded_step(step, x)
+    assert torch.allclose(y, y_ref, atol=1e-12) and torch.allclose(logdet, logdet_ref, atol=1e-10)
+    step.eval()
+    with torch.no_grad():  # the cached inference weights
+        assert torch.allclose(step(x)[0], y_ref, atol=1e-12)
+        assert torch.allclose(step.reverse(y_ref), x, atol=1e-10)
+
+
+def test_batched_folding_equals_folding_each_step():
+    model = tiny_model(steps=3)
+    steps = model.levels[0]
+    x = torch.randn(2, 12, 2, 2, dtype=torch.float64)
+    for reverse in (False, True):
+        together = fold_steps(steps, x, reverse=reverse)
+        for step, got in zip(steps, together, strict=True):
+            alone = fold_steps([step], x, reverse=reverse)[0]
+            for a, b in zip([*got.mix, *got.net, got.logdet], [*alone.mix, *alone.net, alone.logdet], strict=True):
+                assert torch.allclose(a, b, rtol=1e-13, atol=1e-14)
+
+
+def test_step_cache_follows_updates_and_training_drops_it():
+    model = tiny_model(dtype=torch.float32)
+    step = model.levels[0][0]
+    x = torch.rand(2, 3, 4, 4) - 0.5
+    with evaluating(model):
+        z1 = model.encode(x)
+        assert step._cache and model.encode(x).equal(z1)
+    model.eval()
+    with torch.no_grad():
+        step.coupling.net.out.conv.bias.add_(0.1)  # an in-place update invalidates the folded weights
+        z2 = model.encode(x)
+        assert not torch.allclose(z1, z2)
+        assert (model.decode(z2) - x).abs().max() < 1e-5
+    model.train()
+    assert not step._cache and step.perm._cache is None
+
+
+def test_memory_format_of_the_input_does_not_matter():
+    model = tiny_model()
+    x = torch.rand(3, 3, 4, 4, dtype=torch.float64) - 0.5
+    z = model.encode(x)
+    assert torch.equal(model.encode(x.contiguous(memory_format=torch.channels_last)), z)
+    assert model.decode(z).is_contiguous()
