@@ -127,3 +127,22 @@ def test_near_miss_label_tables_only_give_the_clear_error(tmp_path, rows):
         assert "\n" not in str(exc)
     else:
         assert set(table.to_numpy().ravel().tolist()) <= {-1, 1}
+
+
+def test_same_seed_gives_byte_identical_outputs(tiny_run, toy_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from latentlab.cli import app
+
+    runner = CliRunner()
+    face = str(sorted((toy_data / "img_align_celeba").iterdir())[0])
+    outputs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        out.mkdir()
+        assert runner.invoke(app, ["sample", "--model", str(tiny_run), "--n", "4", "--seed", "3",
+                                   "--out", str(out / "s.png")]).exit_code == 0  # fmt: skip
+        assert runner.invoke(app, ["interpolate", face, face.replace("000001", "000002"), "--model", str(tiny_run),
+                                   "--frames", "4", "--quiet", "--out", str(out / "loop.gif")]).exit_code == 0  # fmt: skip
+        outputs.append([(out / f).read_bytes() for f in ("s.png", "loop.gif")])
+    assert outputs[0] == outputs[1]
