@@ -143,7 +143,8 @@ def test_same_seed_gives_byte_identical_outputs(tiny_run, toy_data, tmp_path):
         assert runner.invoke(app, ["sample", "--model", str(tiny_run), "--n", "4", "--seed", "3",
                                    "--out", str(out / "s.png")]).exit_code == 0  # fmt: skip
         faces = [face, face.replace("000001", "000002")]
-        args = ["interpolate", *faces, "--model", str(tiny_run), "--frames", "4", "--quiet", "--out", str(out / "loop.gif")]
+        args = ["interpolate", *faces, "--model", str(tiny_run), "--frames", "4", "--quiet"]
+        args += ["--out", str(out / "loop.gif")]
         assert runner.invoke(app, args).exit_code == 0
         outputs.append([(out / f).read_bytes() for f in ("s.png", "loop.gif")])
     assert outputs[0] == outputs[1]

@@ -125,7 +125,6 @@ def test_lr_warmup_and_cosine():
     assert lr_at(500, by_time, time_fraction=1.5) == pytest.approx(0.0)
 
 
-
 def test_memory_saving_checkpoint_gives_the_same_gradients(toy_data):
     torch.manual_seed(0)
     model = Glow(TrainConfig.from_dict({"model": TINY_MODEL}).model).double()
