@@ -379,6 +379,9 @@ def _read_only_dir(w: Workspace) -> Path:
 
 C = Case
 CASES = [
+    # bench
+    C("bench-unknown-config", lambda w: ["bench", "--config", "Z"], 2, ("--config", "'Z'", "A, B, tiny")),
+    C("bench-zero-repeats", lambda w: ["bench", "--repeats", "0"], 2, ("--repeats",)),
     # info
     C("info-missing-path", lambda w: info(w, w.tmp / "nope"), 1, ("no model checkpoint", "nope", "latentlab train")),
     C("info-empty-folder", lambda w: info(w, w.empty_dir), 1, ("no model checkpoint at", "empty")),
