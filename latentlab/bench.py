@@ -50,12 +50,26 @@ CONFIGS: dict[str, BenchConfig] = {
 }
 
 
-# torch's Adam kernels: one fused kernel for all parameters, one op per step over lists, or a loop over them
-ADAM_IMPLEMENTATIONS: dict[str, dict[str, bool]] = {
-    "fused": {"fused": True},
-    "foreach": {"foreach": True},
-    "loop": {"foreach": False},
+# Adam implementations: latentlab's (torch's fused kernel without torch.optim, which imports torch._dynamo:
+# ~70 MB), and torch.optim.Adam with one fused kernel, one op per step over lists, or a loop over parameters
+ADAM_IMPLEMENTATIONS: dict[str, dict[str, bool] | None] = {
+    "latentlab": None,
+    "torch-fused": {"fused": True},
+    "torch-foreach": {"foreach": True},
+    "torch-loop": {"foreach": False},
 }
+
+
+def make_adam(kind: str, params: list[torch.nn.Parameter], *, lr: float, device: torch.device) -> Any:
+    """The Adam optimiser named `kind` (a key of ADAM_IMPLEMENTATIONS)."""
+    kernels = ADAM_IMPLEMENTATIONS[kind]
+    if kernels is None:
+        from latentlab.adam import Adam
+
+        return Adam(params, lr=lr)
+    if device.type not in ("cpu", "cuda"):
+        kernels = {}  # no fused or foreach kernels elsewhere
+    return torch.optim.Adam(params, lr=lr, **kernels)
 
 
 def tune_malloc() -> bool:
@@ -224,7 +238,7 @@ def run_benchmark(
     precision: str = "fp32",
     compile: bool = False,
     infer_batch: int | None = None,
-    adam: str = "fused",
+    adam: str = "latentlab",
     malloc: str = "default",
     phases: tuple[str, ...] = ("encode", "decode", "train"),
 ) -> dict[str, Any]:
@@ -297,8 +311,7 @@ def run_benchmark(
         model.train()
         model.memory_saving = memory_saving
         net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if compile else model
-        kernels = ADAM_IMPLEMENTATIONS[adam] if dev.type in ("cpu", "cuda") else {}  # (no fused Adam elsewhere)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, **kernels)
+        optimizer = make_adam(adam, list(model.parameters()), lr=1e-4, device=dev)
         xt = x[:batch]
 
         def train_step() -> None:
@@ -404,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--infer-batch", type=int, default=None)
-    parser.add_argument("--adam", default="fused", choices=sorted(ADAM_IMPLEMENTATIONS))
+    parser.add_argument("--adam", default="latentlab", choices=sorted(ADAM_IMPLEMENTATIONS))
     parser.add_argument("--malloc", default="default", choices=("default", "tuned"))
     parser.add_argument("--phases", default="encode,decode,train")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from latentlab.adam import Adam
 from latentlab.checkpoint import load_tensors, save_tensors
 from latentlab.errors import CheckpointError, ConfigError, OutputError
 from latentlab.fileio import folder_lock
@@ -51,7 +52,7 @@ def run_lock(out: Path) -> contextlib.AbstractContextManager[None]:
     )
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def optimizer_tensors(optimizer: Adam) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Flatten an optimiser state_dict into named tensors plus JSON-able scalars."""
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -65,9 +66,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, scalars
 
 
-def restore_optimizer(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]
-) -> None:
+def restore_optimizer(optimizer: Adam, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
     """Inverse of `optimizer_tensors`."""
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
@@ -85,7 +84,7 @@ def restore_optimizer(
 def save_train_state(
     out: Path,
     *,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Adam,
     step: int,
     rng: dict[str, torch.Tensor],
     config: dict[str, Any],

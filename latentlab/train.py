@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from latentlab.adam import Adam
 from latentlab.checkpoint import load_model, save_model
 from latentlab.config import TrainConfig
 from latentlab.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
@@ -205,7 +206,7 @@ class Trainer:
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.optimizer = Adam(self.model.parameters(), lr=cfg.lr)  # torch.optim would import torch._dynamo
         if self.resume:
             restore_optimizer(self.optimizer, tensors, meta["optimizer"])
             states = rng_states(tensors)

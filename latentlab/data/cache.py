@@ -23,13 +23,15 @@ from torch.utils.data import Dataset
 from latentlab.data.images import list_images, try_load_image
 from latentlab.errors import DataError, OutputError
 from latentlab.fileio import atomic_write_text
+from latentlab.npyrows import NpyRows
 from latentlab.progress import progress_bar
 
 FORMAT_VERSION = 1
 CACHE_ENV = "LATENTLAB_CACHE_DIR"
 IMAGES_FILE, META_FILE, SKIPPED_FILE = "images.npy", "meta.json", "skipped.txt"
 _BUILDING_PREFIX = ".building-"
-_FLUSH_EVERY = 4096  # images between memmap flushes, so dirty pages never pile up
+_WRITE_BLOCK = 256  # images decoded before one write to the cache file
+_COPY_ROWS = 4096  # rows per chunk when a cache file is copied
 
 
 @dataclass(frozen=True)
@@ -180,10 +182,13 @@ def _build(
 ) -> None:
     """Decode `files` into building/images.npy row by row, then write skipped.txt and (last) meta.json."""
     n = len(files)
-    array = np.lib.format.open_memmap(building / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
     names: list[str] = []
     skipped: list[tuple[str, str]] = []
+    # rows go out through pwrite, a block at a time: a memory map would keep every page written resident
+    block = np.empty((min(n, _WRITE_BLOCK), 3, size, size), dtype=np.uint8)
+    filled = 0
     with (
+        NpyRows.create(building / IMAGES_FILE, dtype="uint8", shape=(n, 3, size, size)) as rows,
         progress_bar(f"caching {n} images at {size}px", n, enabled=progress) as advance,
         _decoded(files, size, workers) as results,
     ):
@@ -192,13 +197,14 @@ def _build(
             if image is None:
                 skipped.append((rel, reason))
             else:
-                array[len(names)] = image
+                block[filled] = image
+                filled += 1
                 names.append(rel)
-                if len(names) % _FLUSH_EVERY == 0:
-                    array.flush()
+                if filled == len(block):
+                    rows.write(len(names) - filled, block)
+                    filled = 0
             advance()
-    array.flush()
-    del array
+        rows.write(len(names) - filled, block[:filled])
     if not names:
         example = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"none of the {n} images in {folder} could be read{example}")
@@ -253,8 +259,8 @@ def _copy_rows(path: Path, rows: int, row_shape: tuple[int, ...]) -> None:
     source = np.load(path, mmap_mode="r")
     smaller = path.with_name(f".{path.name}.part")
     dest = np.lib.format.open_memmap(smaller, mode="w+", dtype=np.uint8, shape=(rows, *row_shape))
-    for start in range(0, rows, _FLUSH_EVERY):
-        stop = min(rows, start + _FLUSH_EVERY)
+    for start in range(0, rows, _COPY_ROWS):
+        stop = min(rows, start + _COPY_ROWS)
         dest[start:stop] = source[start:stop]
     dest.flush()
     del dest, source
