@@ -25,8 +25,8 @@ demo-celeba: install
 	LATENTLAB=$(BIN)/latentlab scripts/demo.sh celeba
 
 lint: install
-	$(BIN)/ruff check latentlab tests
-	$(BIN)/ruff format --check latentlab tests
+	$(BIN)/ruff check latentlab tests benchmarks
+	$(BIN)/ruff format --check latentlab tests benchmarks
 
 bench: install
 	$(BIN)/latentlab bench

@@ -37,6 +37,8 @@ if [ ! -f "$work/models/scale/model.safetensors" ]; then
   $LL train --data "$faces/img_align_celeba" --max-steps 30 --out "$work/models/scale" --force > /dev/null 2>&1
 fi
 
+ls "$faces/img_align_celeba" | sort > "$work/names.txt"
+
 echo
 echo "| command | images | wall s | peak RSS MB |"
 echo "|---|---|---|---|"
@@ -44,7 +46,7 @@ for n in "${counts[@]}"; do
   sub=$work/subset-$n
   if [ ! -f "$sub/list_attr_celeba.csv" ]; then  # the first n faces, linked, with their labels
     mkdir -p "$sub/img_align_celeba"
-    (cd "$faces/img_align_celeba" && ls | sort | head -n "$n" | while read -r f; do ln -sf "$PWD/$f" "$sub/img_align_celeba/$f"; done)
+    head -n "$n" "$work/names.txt" | while read -r f; do ln -sf "$faces/img_align_celeba/$f" "$sub/img_align_celeba/$f"; done
     head -n $((n + 1)) "$faces/list_attr_celeba.csv" > "$sub/list_attr_celeba.csv"
   fi
   rm -rf "$work/cache" "$work/latents-$n"
@@ -60,7 +62,7 @@ echo
 echo "| interpolate, 3 faces, 64 px frames | frames | wall s | peak RSS MB |"
 echo "|---|---|---|---|"
 img=$faces/img_align_celeba
-a=$(ls "$img" | sort | sed -n 1p); b=$(ls "$img" | sort | sed -n 2p); c=$(ls "$img" | sort | sed -n 3p)
+a=$(sed -n 1p "$work/names.txt"); b=$(sed -n 2p "$work/names.txt"); c=$(sed -n 3p "$work/names.txt")
 for f in "${frames[@]}"; do
   measure "interpolate --frames $f --size 64, .mp4" "$((3 * f))" $LL interpolate "$img/$a" "$img/$b" "$img/$c" \
     --model "$work/models/scale" --frames "$f" --size 64 --out "$work/loop-$f.mp4" --quiet

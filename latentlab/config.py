@@ -119,6 +119,8 @@ class TrainConfig:
     data: image folder (None: the embedded toy faces). out: run folder (None: models/<preset>).
     flip: mirror a random half of each batch left-right (faces are roughly symmetric; the mirrored
     copies reduce overfitting on small sets).
+    ema_decay: keep an exponential moving average of the weights (Polyak averaging, as openai/glow
+    does) with this decay, 0 for none; the saved model, validation and sample grids use the average.
     time_limit is in minutes; lr warms up linearly over warmup_steps, then stays constant or
     follows a cosine to lr·min_lr_ratio at max_steps (or, with only a time limit, at the time limit).
     """
@@ -139,6 +141,7 @@ class TrainConfig:
     precision: str = "fp32"
     compile: bool = False
     grad_clip: float = 100.0
+    ema_decay: float = 0.0
     flip: bool = True
     memory_saving: str = "none"
     init_batch: int = 256
@@ -173,6 +176,8 @@ class TrainConfig:
             raise ConfigError(f"time_limit must be a positive number of minutes, got {self.time_limit!r}")
         if not 0 <= self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction must be in [0, 0.5), got {self.val_fraction!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive, got {self.grad_clip!r}")
         for name, allowed in (

@@ -89,10 +89,15 @@ def save_train_state(
     rng: dict[str, torch.Tensor],
     config: dict[str, Any],
     extra: dict[str, Any],
+    raw_weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write everything --resume needs (besides the weights) atomically."""
+    """Write everything --resume needs (besides the saved model) atomically.
+
+    raw_weights: the optimiser's own weights where the saved model holds their moving average.
+    """
     tensors, scalars = optimizer_tensors(optimizer)
     tensors.update({f"rng.{name}": state for name, state in rng.items()})
+    tensors.update({f"raw.{name}": t for name, t in (raw_weights or {}).items()})
     meta = {"format": STATE_FORMAT, "step": step, "optimizer": scalars, "config": config, **extra}
     save_tensors(out / STATE_FILE, tensors, meta)
 
@@ -103,6 +108,11 @@ def load_train_state(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if meta.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{out / STATE_FILE} is not a latentlab training state")
     return tensors, meta
+
+
+def raw_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The optimiser's weights saved by `save_train_state` (empty without weight averaging)."""
+    return {name[4:]: t for name, t in tensors.items() if name.startswith("raw.")}
 
 
 def rng_states(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -186,3 +186,54 @@ def test_two_process_gloo_run_trains_and_writes_one_checkpoint(toy_data, tmp_pat
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines if "train_bpd" in x] == list(range(1, 5))
     assert load_model(tmp_path / "ddp").is_initialized
+
+
+def test_bf16_autocast_run_learns_and_saves_float32(toy_data, tmp_path):
+    """--precision bf16 (autocast; on a CPU too): the loss falls, the checkpoint stays float32 and inverts exactly."""
+    cfg = tiny_cfg(toy_data, max_steps=30, lr=3e-3, warmup_steps=5, val_every=30, precision="bf16")
+    result = train(cfg, out=tmp_path / "bf16", progress=False)
+    losses = [r["train_bpd"] for r in result.history if "train_bpd" in r]
+    assert len(losses) == 30 and all(map(torch.isfinite, torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.2
+    model = load_model(tmp_path / "bf16")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = torch.rand(4, 3, 16, 16) - 0.5
+    with torch.no_grad():
+        assert (model.decode(model.encode(x)) - x).abs().max() < 1e-5
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torch.compile's CPU backend is exercised on Linux only")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # torch's own, while compiling
+def test_compiled_run_matches_the_eager_run(toy_data, tmp_path):
+    """--compile (inductor) trains the same model as eager mode, to float32 round-off, over a few steps."""
+    eager = train(tiny_cfg(toy_data, max_steps=3, val_every=100), out=tmp_path / "eager", progress=False)
+    compiled = train(tiny_cfg(toy_data, max_steps=3, val_every=100, compile=True), out=tmp_path / "c", progress=False)
+    loss = [[r["train_bpd"] for r in run.history if "train_bpd" in r] for run in (eager, compiled)]
+    assert loss[0] == pytest.approx(loss[1], abs=1e-4)
+    a, b = params(tmp_path / "eager"), params(tmp_path / "c")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+def test_weight_average_is_saved_and_the_optimiser_path_is_unchanged(toy_data, tmp_path):
+    """With ema_decay the model file holds the average; the optimiser's own weights (kept in the training
+    state) are exactly those of the same run without averaging."""
+    from latentlab.runs import load_train_state, raw_weights
+
+    train(tiny_cfg(toy_data, max_steps=6), out=tmp_path / "plain", progress=False)
+    train(tiny_cfg(toy_data, max_steps=6, ema_decay=0.9), out=tmp_path / "avg", progress=False)
+    plain, averaged = params(tmp_path / "plain"), params(tmp_path / "avg")
+    raw = raw_weights(load_train_state(tmp_path / "avg")[0])
+    assert raw and all(torch.equal(raw[name], plain[name]) for name in raw)
+    assert any(not torch.equal(averaged[name], plain[name]) for name in raw)
+    assert load_model(tmp_path / "avg").is_initialized
+
+
+def test_resume_with_weight_average_gives_the_same_parameters(toy_data, tmp_path):
+    train(tiny_cfg(toy_data, max_steps=6, ema_decay=0.9), out=tmp_path / "straight", progress=False)
+    train(tiny_cfg(toy_data, max_steps=3, ema_decay=0.9), out=tmp_path / "resumed", progress=False)
+    train(tiny_cfg(toy_data, max_steps=6, ema_decay=0.9), out=tmp_path / "resumed", resume=True, progress=False)
+    a, b = params(tmp_path / "straight"), params(tmp_path / "resumed")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
