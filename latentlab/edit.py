@@ -73,12 +73,24 @@ def encode_faces(model: Glow, images: torch.Tensor, *, batch_size: int = 32) -> 
         return torch.cat([model.encode(model.preprocess(b)) for b in images.split(batch_size)])
 
 
+FAR_LATENT = 10.0  # latents beyond this many times sqrt(D) in norm are refused (real faces: ~0.8 sqrt(D))
+
+
 def decode_batches(model: Glow, z: torch.Tensor, *, batch_size: int = 32) -> Iterator[torch.Tensor]:
     """Latents (N, D) -> uint8 images (b, 3, S, S) on the CPU, one batch at a time."""
+    typical = math.sqrt(model.latent_dim)  # the norm of a standard Gaussian latent, ±1
     with evaluating(model):
         for batch in z.split(batch_size):
-            x = model.decode(batch.to(model.top_mean.device))
-            if not bool(torch.isfinite(x).all()):  # NaN pixels would be written as arbitrary colours
+            furthest = float(batch.norm(dim=1).max())
+            if not furthest <= FAR_LATENT * typical:  # NaN norms included
+                raise ConfigError(
+                    f"these latents lie {furthest / typical:.3g}x further out than a typical latent (norm "
+                    f"{furthest:.3g} against {typical:.0f}), far beyond the faces the model knows; use a smaller "
+                    "--alpha (useful edits lie in [-1, 1])"
+                )
+            # saturating: an edit pushed beyond what the model knows shows as broken pixels, not NaN
+            x = model.decode(batch.to(model.top_mean.device), saturate=True)
+            if not bool(torch.isfinite(x).all()):  # only non-finite weights or latents get here
                 raise ConfigError(
                     "the model decodes these latents to NaN or inf: they lie too far from the faces it knows; "
                     "use a smaller --alpha (useful edits lie in [-1, 1])"

@@ -525,7 +525,7 @@ CASES = [
     C("manipulate-alpha-nan", lambda w: edit(w, "--alpha", "nan", out=w.earlier("edit.png")), 2, ("nan", "finite")),
     C("manipulate-alpha-inf", lambda w: edit(w, "--alpha", "-inf"), 2, ("-inf", "finite")),
     C("manipulate-alpha-far-too-large", lambda w: edit(w, "--alpha", "1e30", out=w.earlier("edit.png")), 1,
-      ("NaN", "smaller --alpha")),
+      ("further out than a typical latent", "smaller --alpha")),
     C("manipulate-sigma-units-without-spread", lambda w: edit(w, "--units", "sigma", "--vectors", w.vectors_no_spread),
       1, ("no spread", "--units raw")),
     C("manipulate-unknown-attribute", lambda w: edit(w, "--attr", "smile", out=w.earlier("edit.png")), 1,

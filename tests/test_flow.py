@@ -319,3 +319,23 @@ def test_memory_format_of_the_input_does_not_matter():
     z = model.encode(x)
     assert torch.equal(model.encode(x.contiguous(memory_format=torch.channels_last)), z)
     assert model.decode(z).is_contiguous()
+
+
+def test_saturating_decode_is_exact_on_data_and_finite_far_from_it():
+    """decode(z, saturate=True) equals decode(z) bit for bit for real latents; latents far off the data,
+    whose exact inverse overflows to inf/NaN, still decode to finite values within ±SATURATION."""
+    from latentlab.flow import SATURATION
+
+    torch.manual_seed(3)
+    model = Glow(GlowConfig(image_size=16, levels=2, steps=3, width=16))
+    x = torch.rand(8, 3, 16, 16) - 0.5
+    model.initialize(x)
+    perturb(model, 0.02)  # trained-like couplings, whose inverses expand quickly off the data
+    with evaluating(model):
+        z = model.encode(x)
+        assert torch.equal(model.decode(z, saturate=True), model.decode(z))
+        assert (model.decode(z, saturate=True) - x).abs().max() <= 1e-5
+        far = z + 30 * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+        assert not torch.isfinite(model.decode(far)).all()  # the exact inverse overflows
+        saturated = model.decode(far, saturate=True)
+        assert torch.isfinite(saturated).all() and saturated.abs().max() <= SATURATION
