@@ -26,9 +26,9 @@ case "$kind" in
     fi
     run=models/demo-celeba
     labels=$sample/list_attr_celeba.csv
-    faces=("$sample/images/000062.jpg" "$sample/images/000099.jpg" "$sample/images/000254.jpg")
+    faces=("$sample/images/000062.jpg" "$sample/images/000099.jpg" "$sample/images/000130.jpg")
     attrs=(--attr Smiling --attr Blond_Hair --attr Male --attr Eyeglasses)
-    sweep=-1,1,7
+    sweep=-2,2,9  # at 32 px, after 8 minutes, alpha 1 is subtle: the sweep goes to 2
     $LL train --data "$sample/images" --preset celeba32 --out "$run" --force --time-limit "${DEMO_MINUTES:-8}"
     ;;
   *) echo "usage: scripts/demo.sh toy|celeba" >&2; exit 2 ;;
