@@ -3,6 +3,7 @@
 models/<run>/
     model.safetensors        weights + metadata (what every other command loads)
     train_state.safetensors  optimiser moments, step, RNG states, the TrainConfig (what --resume loads)
+    train_state.previous.safetensors  the state before it, for a run cut off between state and weights
     metrics.jsonl            one JSON object per logged step / validation
     samples/step_XXXXXX.png  sample grids at temperature 0.7
     train.lock               held (flock) while a process trains into the folder
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,9 @@ from latentlab.fileio import folder_lock
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
+# the state before the newest, kept until the weights of the newest are written: a run killed between
+# writing its state and its weights resumes from the pair that matches
+PREVIOUS_STATE_FILE = "train_state.previous.safetensors"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = "train.lock"
 STATE_FORMAT = "latentlab-train-state"
@@ -33,9 +38,10 @@ def check_run_folder(out: Path, *, resume: bool, force: bool) -> None:
     """Refuse to train over a finished or running run unless --resume or --force says so."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder for the run")
-    has_run = (out / MODEL_FILE).exists() or (out / STATE_FILE).exists()
+    has_state = (out / STATE_FILE).exists() or (out / PREVIOUS_STATE_FILE).exists()
+    has_run = (out / MODEL_FILE).exists() or has_state
     if resume:
-        if not (out / STATE_FILE).exists():
+        if not has_state:
             raise CheckpointError(f"nothing to resume in {out} (no {STATE_FILE}); drop --resume to start a new run")
         return
     if has_run and not force:
@@ -99,15 +105,30 @@ def save_train_state(
     tensors.update({f"rng.{name}": state for name, state in rng.items()})
     tensors.update({f"raw.{name}": t for name, t in (raw_weights or {}).items()})
     meta = {"format": STATE_FORMAT, "step": step, "optimizer": scalars, "config": config, **extra}
+    if (out / STATE_FILE).exists():
+        os.replace(out / STATE_FILE, out / PREVIOUS_STATE_FILE)  # still matches the weights on disk
     save_tensors(out / STATE_FILE, tensors, meta)
 
 
-def load_train_state(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read train_state.safetensors, checking it is one."""
-    tensors, meta = load_tensors(out / STATE_FILE, what="training state")
-    if meta.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{out / STATE_FILE} is not a latentlab training state")
-    return tensors, meta
+def load_train_state(out: Path, *, step: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read the newest training state, or with `step` the one saved at that step (the newest or the one
+    before it, when a run was cut off between writing its state and its weights)."""
+    found: list[int] = []
+    for path in (out / STATE_FILE, out / PREVIOUS_STATE_FILE):
+        if not path.exists():
+            continue
+        tensors, meta = load_tensors(path, what="training state")
+        if meta.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{path} is not a latentlab training state")
+        if step is None or meta.get("step") == step:
+            return tensors, meta
+        found.append(meta.get("step"))
+    if not found:
+        raise CheckpointError(f"nothing to resume in {out} (no {STATE_FILE}); drop --resume to start a new run")
+    raise CheckpointError(
+        f"{out} holds a model at step {step} but training states at step {', '.join(map(str, found))} only; "
+        "restart the run with --force"
+    )
 
 
 def raw_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -141,6 +162,9 @@ def truncate_metrics(out: Path, step: int) -> None:
 def clear_history(out: Path) -> None:
     """--force: drop the replaced run's metrics and sample grids, so none of its history mixes with the new run's."""
     truncate_metrics(out, 0)
+    for state in (STATE_FILE, PREVIOUS_STATE_FILE):  # the replaced run's states must never pair with new weights
+        if (out / state).exists():
+            (out / state).unlink()
     for grid in (out / "samples").glob("step_*.png"):
         grid.unlink(missing_ok=True)
 

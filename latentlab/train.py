@@ -194,13 +194,8 @@ class Trainer:
         self.step = 0
         if self.resume:
             self.model = load_model(self.out).train()
-            tensors, meta = load_train_state(self.out)
+            tensors, meta = load_train_state(self.out, step=self._model_step())  # the state matching the weights
             check_resume_config(meta["config"], cfg.to_dict())
-            if meta["step"] != self._model_step():
-                raise TrainingError(
-                    f"{self.out} holds a model at step {self._model_step()} but a training state at step "
-                    f"{meta['step']}; the run was cut off while saving, so restart it with --force"
-                )
             self.step = int(meta["step"])
         else:
             self.model = Glow(cfg.model)

@@ -237,3 +237,21 @@ def test_resume_with_weight_average_gives_the_same_parameters(toy_data, tmp_path
     a, b = params(tmp_path / "straight"), params(tmp_path / "resumed")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_after_a_cut_between_writing_the_state_and_the_weights(toy_data, tmp_path):
+    """Killed after the step-9 training state was written but before the step-9 weights: --resume picks the
+    step-6 state that matches the weights on disk and ends exactly where an uninterrupted run does."""
+    from latentlab.checkpoint import load_tensors, save_tensors
+    from latentlab.runs import PREVIOUS_STATE_FILE, STATE_FILE
+
+    train(tiny_cfg(toy_data, max_steps=9), out=tmp_path / "straight", progress=False)
+    run = tmp_path / "cut"
+    train(tiny_cfg(toy_data, max_steps=6), out=run, progress=False)
+    tensors, meta = load_tensors(run / STATE_FILE, what="training state")
+    (run / STATE_FILE).replace(run / PREVIOUS_STATE_FILE)  # what saving the step-9 state does first
+    save_tensors(run / STATE_FILE, tensors, {**meta, "step": 9})  # the new state; its weights never came
+    train(tiny_cfg(toy_data, max_steps=9), out=run, resume=True, progress=False)
+    a, b = params(tmp_path / "straight"), params(run)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
