@@ -90,10 +90,10 @@ def decode_batches(model: Glow, z: torch.Tensor, *, batch_size: int = 32) -> Ite
                 )
             # saturating: an edit pushed beyond what the model knows shows as broken pixels, not NaN
             x = model.decode(batch.to(model.top_mean.device), saturate=True)
-            if not bool(torch.isfinite(x).all()):  # only non-finite weights or latents get here
+            if not bool(torch.isfinite(x).all()):  # finite latents, saturated decode: only broken weights get here
                 raise ConfigError(
-                    "the model decodes these latents to NaN or inf: they lie too far from the faces it knows; "
-                    "use a smaller --alpha (useful edits lie in [-1, 1])"
+                    "the model decodes these latents to NaN or inf although they are finite and near the faces "
+                    "it knows: its weights are broken; use an earlier checkpoint"
                 )
             yield to_uint8(x, model.config.n_bits).cpu()
 
