@@ -119,6 +119,9 @@ class TrainConfig:
     data: image folder (None: the embedded toy faces). out: run folder (None: models/<preset>).
     flip: mirror a random half of each batch left-right (faces are roughly symmetric; the mirrored
     copies reduce overfitting on small sets).
+    crop_jitter: also train on crops whose window is moved by ±crop_jitter output pixels (a 3×3 grid of
+    sub-pixel shifts, one image cache each); aligned faces vary that much anyway, so the shifted copies
+    are near-free extra data for small sets. Validation and evaluation keep the standard crop.
     ema_decay: keep an exponential moving average of the weights (Polyak averaging, as openai/glow
     does) with this decay, 0 for none; the saved model, validation and sample grids use the average.
     time_limit is in minutes; lr warms up linearly over warmup_steps, then stays constant or
@@ -143,6 +146,7 @@ class TrainConfig:
     grad_clip: float = 100.0
     ema_decay: float = 0.0
     flip: bool = True
+    crop_jitter: float = 0.0
     memory_saving: str = "none"
     init_batch: int = 256
     log_every: int = 10
@@ -178,6 +182,8 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in [0, 0.5), got {self.val_fraction!r}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not 0 <= self.crop_jitter <= 2:
+            raise ConfigError(f"crop_jitter must be between 0 and 2 output pixels, got {self.crop_jitter!r}")
         if not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive, got {self.grad_clip!r}")
         for name, allowed in (

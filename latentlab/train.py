@@ -108,6 +108,14 @@ def split_indices(n: int, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     return order[n_val:], np.sort(order[:n_val])
 
 
+def jitter_shifts(jitter: float) -> list[tuple[float, float]]:
+    """The crop shifts (dx, dy) in output pixels that training draws from: the standard crop first."""
+    if jitter == 0:
+        return [(0.0, 0.0)]
+    steps = (0.0, -jitter, jitter)
+    return [(dx, dy) for dy in steps for dx in steps]
+
+
 def epoch_order(train_idx: np.ndarray, *, seed: int, epoch: int, dist_info: DistInfo) -> np.ndarray:
     """This rank's image indices for an epoch, as torch's DistributedSampler orders them (drop_last)."""
     sampler = torch.utils.data.DistributedSampler(
@@ -174,13 +182,7 @@ class Trainer:
             check_run_folder(self.out, resume=self.resume, force=self.force)
         torch.manual_seed(cfg.seed)
         folder = resolve_data(cfg, progress=self.progress, dist_info=self.dist)
-        from latentlab.data.cache import prepare_cache
-
-        if self.dist.is_main:
-            self.cache = prepare_cache(folder, cfg.model.image_size, workers=cfg.workers, progress=self.progress)
-        barrier(self.dist)
-        if not self.dist.is_main:
-            self.cache = prepare_cache(folder, cfg.model.image_size, workers=cfg.workers, progress=False)
+        self.cache, self.jittered = self._caches(folder)
         self.train_idx, self.val_idx = split_indices(len(self.cache), cfg)
         per_step = cfg.batch_size * self.dist.world_size
         self.steps_per_epoch = len(self.train_idx) // per_step
@@ -228,6 +230,29 @@ class Trainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
 
+    def _caches(self, folder: Path) -> tuple[Any, list[Any]]:
+        """The standard-crop cache and, with crop jitter, one cache per shift (rank 0 builds, the others open)."""
+        from latentlab.data.cache import prepare_cache
+
+        cfg, caches = self.cfg, []
+        for shift in jitter_shifts(cfg.crop_jitter):
+            if self.dist.is_main:
+                caches.append(
+                    prepare_cache(
+                        folder, cfg.model.image_size, shift=shift, workers=cfg.workers, progress=self.progress
+                    )
+                )
+            barrier(self.dist)
+            if not self.dist.is_main:
+                caches.append(
+                    prepare_cache(folder, cfg.model.image_size, shift=shift, workers=cfg.workers, progress=False)
+                )
+        if any(c.names != caches[0].names for c in caches):
+            raise DataError(
+                f"the shifted crops of {folder} skipped other files than the standard crop; check the images"
+            )
+        return caches[0], caches
+
     def _model_step(self) -> int:
         from latentlab.checkpoint import read_model_metadata
 
@@ -260,7 +285,11 @@ class Trainer:
             self._order_epoch = epoch
         bs = self.cfg.batch_size
         idx = np.sort(self._order[pos * bs : (pos + 1) * bs])
-        x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
+        if len(self.jittered) > 1:  # each image from one of the shifted crops, drawn from the saved generator
+            which = torch.randint(len(self.jittered), (len(idx),), generator=self.noise).tolist()
+            x8 = torch.from_numpy(np.stack([self.jittered[v].images[i] for v, i in zip(which, idx, strict=True)]))
+        else:
+            x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
         x = dequantize(x8, self.cfg.model.n_bits, generator=self.noise)
         if self.cfg.flip:  # faces are left-right symmetric: mirrored copies are free extra data
             mirror = torch.rand(len(x), generator=self.noise) < 0.5

@@ -32,6 +32,7 @@ IMAGES_FILE, META_FILE, SKIPPED_FILE = "images.npy", "meta.json", "skipped.txt"
 _BUILDING_PREFIX = ".building-"
 _WRITE_BLOCK = 256  # images decoded before one write to the cache file
 _COPY_ROWS = 4096  # rows per chunk when a cache file is copied
+NO_SHIFT = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,13 @@ def cache_root(cache_dir: Path | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "latentlab"
 
 
-def cache_key(folder: Path, files: Sequence[Path], size: int) -> str:
-    """sha256 over (format version, size, each relative name with its byte size and mtime): any change rebuilds."""
-    digest = hashlib.sha256(f"latentlab-cache v{FORMAT_VERSION} size={size}\n".encode())
+def cache_key(folder: Path, files: Sequence[Path], size: int, shift: tuple[float, float] = NO_SHIFT) -> str:
+    """sha256 over (format version, size, crop shift, each relative name with its byte size and mtime).
+
+    Any change rebuilds. The shift enters only when it is not zero, so unshifted keys stay as they were.
+    """
+    extra = "" if tuple(shift) == NO_SHIFT else f" shift={shift[0]!r},{shift[1]!r}"
+    digest = hashlib.sha256(f"latentlab-cache v{FORMAT_VERSION} size={size}{extra}\n".encode())
     for path in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(folder).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
@@ -68,20 +73,30 @@ def cache_key(folder: Path, files: Sequence[Path], size: int) -> str:
 
 
 def prepare_cache(
-    folder: Path, size: int, *, cache_dir: Path | None = None, workers: int = 2, progress: bool = True
+    folder: Path,
+    size: int,
+    *,
+    shift: tuple[float, float] = NO_SHIFT,
+    cache_dir: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
 ) -> ImageCache:
     """Decode every image under `folder` to uint8 (3, size, size) once; return the cache (reused when unchanged).
 
-    Unreadable files are skipped and listed in skipped.txt. The cache is built in a hidden folder and
-    renamed into place, so an interrupted run never leaves a cache that looks complete.
+    shift moves every crop window by (dx, dy) output pixels (`load_image`): training's crop jitter
+    keeps one cache per shift. Unreadable files are skipped and listed in skipped.txt. The cache is
+    built in a hidden folder and renamed into place, so an interrupted run never leaves a cache that
+    looks complete.
     """
     folder = Path(folder)
     if size < 8:
         raise DataError(f"cache image size {size} is too small; use 8 or more (for example 64)")
+    shift = (float(shift[0]), float(shift[1]))
     files = list_images(folder)
-    key = cache_key(folder, files, size)
+    key = cache_key(folder, files, size, shift)
     root = cache_root(cache_dir)
-    target = root / f"{_slug(folder.resolve().name)}-{size}px-{key[:16]}"
+    shifted = "" if shift == NO_SHIFT else f"-shift{shift[0]:+g}{shift[1]:+g}"
+    target = root / f"{_slug(folder.resolve().name)}-{size}px{shifted}-{key[:16]}"
     existing = _open_if_valid(target, key)
     if existing is not None:
         return existing
@@ -90,12 +105,12 @@ def prepare_cache(
     building = root / f"{_BUILDING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     _make_folder(building)
     try:
-        _build(building, folder, files, size, key, workers=workers, progress=progress)
+        _build(building, folder, files, size, key, shift=shift, workers=workers, progress=progress)
         cache = _move_into_place(building, target, key)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    _remove_stale_caches(root, keep=target, source=cache.source, size=size)
+    _remove_stale_caches(root, keep=target, source=cache.source, size=size, shift=shift)
     return cache
 
 
@@ -178,7 +193,15 @@ class CacheDataset(Dataset):
 
 
 def _build(
-    building: Path, folder: Path, files: list[Path], size: int, key: str, *, workers: int, progress: bool
+    building: Path,
+    folder: Path,
+    files: list[Path],
+    size: int,
+    key: str,
+    *,
+    shift: tuple[float, float],
+    workers: int,
+    progress: bool,
 ) -> None:
     """Decode `files` into building/images.npy row by row, then write skipped.txt and (last) meta.json."""
     n = len(files)
@@ -189,8 +212,8 @@ def _build(
     filled = 0
     with (
         NpyRows.create(building / IMAGES_FILE, dtype="uint8", shape=(n, 3, size, size)) as rows,
-        progress_bar(f"caching {n} images at {size}px", n, enabled=progress) as advance,
-        _decoded(files, size, workers) as results,
+        progress_bar(f"caching {n} images at {size}px{_shift_label(shift)}", n, enabled=progress) as advance,
+        _decoded(files, size, shift, workers) as results,
     ):
         for path, (image, reason) in zip(files, results, strict=True):
             rel = path.relative_to(folder).as_posix()
@@ -216,6 +239,7 @@ def _build(
         "format_version": FORMAT_VERSION,
         "key": key,
         "size": size,
+        "shift": list(shift),
         "count": len(names),
         "skipped": len(skipped),
         "source": str(folder.resolve()),
@@ -225,9 +249,11 @@ def _build(
 
 
 @contextlib.contextmanager
-def _decoded(files: list[Path], size: int, workers: int) -> Iterator[Iterable[tuple[np.ndarray | None, str]]]:
+def _decoded(
+    files: list[Path], size: int, shift: tuple[float, float], workers: int
+) -> Iterator[Iterable[tuple[np.ndarray | None, str]]]:
     """(image or None, reason) per file, in order: a worker pool (imap, chunked) when workers > 1."""
-    decode = functools.partial(try_load_image, size=size)
+    decode = functools.partial(try_load_image, size=size, shift=shift)
     if workers <= 1 or len(files) < 2 * workers:
         yield map(decode, files)
         return
@@ -294,8 +320,8 @@ def _open_if_valid(path: Path, key: str) -> ImageCache | None:
     return cache if cache.key == key else None
 
 
-def _remove_stale_caches(root: Path, *, keep: Path, source: str, size: int) -> None:
-    """Delete older caches of the same folder at the same size: a changed folder would otherwise pile up copies."""
+def _remove_stale_caches(root: Path, *, keep: Path, source: str, size: int, shift: tuple[float, float]) -> None:
+    """Delete older caches of the same folder, size and shift: a changed folder would otherwise pile up copies."""
     for other in root.glob(f"*-{size}px-*"):
         if other == keep or not (other / META_FILE).is_file():
             continue
@@ -303,7 +329,8 @@ def _remove_stale_caches(root: Path, *, keep: Path, source: str, size: int) -> N
             meta = json.loads((other / META_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if meta.get("source") == source and meta.get("size") == size:
+        same_shift = tuple(meta.get("shift", NO_SHIFT)) == shift
+        if meta.get("source") == source and meta.get("size") == size and same_shift:
             shutil.rmtree(other, ignore_errors=True)
 
 
@@ -337,6 +364,10 @@ def _make_folder(path: Path) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
+
+
+def _shift_label(shift: tuple[float, float]) -> str:
+    return "" if shift == NO_SHIFT else f" shifted ({shift[0]:+g},{shift[1]:+g})"
 
 
 def _slug(name: str) -> str:

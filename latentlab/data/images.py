@@ -41,11 +41,13 @@ def list_images(folder: Path) -> list[Path]:
     return [folder / rel for rel in sorted(found, key=lambda r: r.as_posix())]
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
+def load_image(path: Path, size: int, *, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Decode one image to uint8 (3, size, size) RGB: EXIF-rotated, face-cropped, antialiased resize.
 
     Aligned CelebA images (178x218) get the standard centred 148x148 crop; anything else a centre
-    square. Bombs (over MAX_MEGAPIXELS), truncated and tiny (< MIN_SIDE px) images raise DataError.
+    square. shift (dx, dy) moves the crop window by that many output pixels (fractions allowed: the
+    sub-pixel crops of training's crop jitter). Bombs (over MAX_MEGAPIXELS), truncated and tiny
+    (< MIN_SIDE px) images raise DataError.
     """
     path = Path(path)
     if size < 1:
@@ -59,6 +61,8 @@ def load_image(path: Path, size: int) -> np.ndarray:
     if min(width, height) < MIN_SIDE:
         raise DataError(f"{path} is only {width}×{height} pixels; images need at least {MIN_SIDE} px on each side")
     box = CELEBA_CROP_BOX if (width, height) == CELEBA_ALIGNED_SIZE else centre_square(width, height)
+    if shift != (0.0, 0.0):
+        box = shifted_box(box, shift, size, (width, height))
     out = im.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
     return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
 
@@ -70,10 +74,24 @@ def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
     return (left, top, left + side, top + side)
 
 
-def try_load_image(path: Path, size: int) -> tuple[np.ndarray | None, str]:
+def shifted_box(
+    box: tuple[float, float, float, float], shift: tuple[float, float], size: int, image: tuple[int, int]
+) -> tuple[float, float, float, float]:
+    """A crop box moved by shift (dx, dy) output pixels of a size-pixel output, kept inside the image.
+
+    Box units are source pixels. Where the image has no room (a square photo's centre square is the
+    whole photo), the box moves only as far as the edge allows.
+    """
+    left, top, right, bottom = box
+    dx = min(max(shift[0] * (right - left) / size, -left), image[0] - right)
+    dy = min(max(shift[1] * (bottom - top) / size, -top), image[1] - bottom)
+    return (left + dx, top + dy, right + dx, bottom + dy)
+
+
+def try_load_image(path: Path, size: int, *, shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray | None, str]:
     """`load_image` for batch jobs: (array, "") or (None, reason) so one bad file does not stop a run."""
     try:
-        return load_image(path, size), ""
+        return load_image(path, size, shift=shift), ""
     except DataError as exc:
         return None, _reason(str(exc), path)
     except Exception as exc:  # a decoder bug on one odd file must not stop a 200,000-image run
