@@ -76,10 +76,12 @@ def build(which: str, config: str, port_path: Path, batch: int):
     model = port.Glow(3, cfg.steps, cfg.levels, affine=True, conv_lu=True)
     with torch.no_grad():
         model(xt)  # its ActNorm initialises itself on the first batch
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     n_bins = 2**cfg.n_bits
+    optimizer = None  # made at the first step: torch.optim's import alone is ~70 MB, which inference never needs
 
     def port_step() -> None:
+        nonlocal optimizer
+        optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-4)
         log_p, logdet, _ = model(xt + torch.rand_like(xt) / n_bins)
         loss = -((-(math.log(n_bins) * n_dims) + logdet + log_p).mean()) / (math.log(2) * n_dims)
         optimizer.zero_grad(set_to_none=True)
@@ -130,9 +132,9 @@ def speed(config: str, port_path: Path, *, rounds: int, infer_batch: int, second
 
 
 def peak_memory(which: str, config: str, port_path: Path, phase: str, batch: int) -> float:
-    """Resident-set peak (MiB) of a fresh process that runs one model's phase a few times."""
+    """Resident-set peak (MiB, Linux) of a fresh process that runs one model's phase a few times."""
     code = (
-        "import sys, resource, torch\n"
+        "import sys, torch\n"
         f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
         "import against_port as ap\n"
         f"m, x, step, enc, dec = ap.build({which!r}, {config!r}, ap.Path({str(port_path)!r}), {batch})\n"
@@ -145,7 +147,8 @@ def peak_memory(which: str, config: str, port_path: Path, phase: str, batch: int
         "    with torch.inference_mode():\n"
         "        z = enc()\n"
         "        for _ in range(3): enc(); dec(z)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
