@@ -177,6 +177,8 @@ def test_two_process_gloo_run_trains_and_writes_one_checkpoint(toy_data, tmp_pat
         "checkpoint_every=2",
         "--set",
         "log_every=1",
+        "--set",
+        "crop_jitter=0.5",  # rank 0 builds each shifted cache, the other rank waits and opens it
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -186,6 +188,7 @@ def test_two_process_gloo_run_trains_and_writes_one_checkpoint(toy_data, tmp_pat
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines if "train_bpd" in x] == list(range(1, 5))
     assert load_model(tmp_path / "ddp").is_initialized
+    assert len(list((tmp_path / "cache").iterdir())) == 9  # one cache per crop shift, none built twice
 
 
 def test_bf16_autocast_run_learns_and_saves_float32(toy_data, tmp_path):
