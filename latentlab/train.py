@@ -232,21 +232,15 @@ class Trainer:
 
     def _caches(self, folder: Path) -> tuple[Any, list[Any]]:
         """The standard-crop cache and, with crop jitter, one cache per shift (rank 0 builds, the others open)."""
-        from latentlab.data.cache import prepare_cache
+        from latentlab.data.cache import prepare_caches
 
-        cfg, caches = self.cfg, []
-        for shift in jitter_shifts(cfg.crop_jitter):
-            if self.dist.is_main:
-                caches.append(
-                    prepare_cache(
-                        folder, cfg.model.image_size, shift=shift, workers=cfg.workers, progress=self.progress
-                    )
-                )
-            barrier(self.dist)
-            if not self.dist.is_main:
-                caches.append(
-                    prepare_cache(folder, cfg.model.image_size, shift=shift, workers=cfg.workers, progress=False)
-                )
+        cfg, shifts = self.cfg, jitter_shifts(self.cfg.crop_jitter)
+        size, workers = cfg.model.image_size, cfg.workers
+        if self.dist.is_main:
+            caches = prepare_caches(folder, size, shifts=shifts, workers=workers, progress=self.progress)
+        barrier(self.dist)
+        if not self.dist.is_main:
+            caches = prepare_caches(folder, size, shifts=shifts, workers=workers, progress=False)
         if any(c.names != caches[0].names for c in caches):
             raise DataError(
                 f"the shifted crops of {folder} skipped other files than the standard crop; check the images"

@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+import latentlab.data.images as images_module
 from latentlab import load_model
 from latentlab.config import TrainConfig
-from latentlab.data.cache import cache_root, prepare_cache
+from latentlab.data.cache import cache_root, prepare_cache, prepare_caches
 from latentlab.data.images import CELEBA_ALIGNED_SIZE, load_image
 from latentlab.errors import ConfigError
 from latentlab.train import jitter_shifts, train
@@ -72,6 +73,23 @@ def test_each_shift_has_its_own_cache_and_none_removes_another(tall_faces: Path)
     np.testing.assert_array_equal(moved.images[3], load_image(tall_faces / "003.png", 16, shift=(0.0, 0.5)))
     again = prepare_cache(tall_faces, 16, workers=1, progress=False)  # reused, not rebuilt
     assert again.path == plain.path and len(list(cache_root().iterdir())) == 2
+
+
+def test_missing_shifts_are_built_in_one_pass_that_decodes_each_file_once(
+    tall_faces: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shifts = [(0.0, 0.0), (0.0, -0.5), (0.0, 0.5)]
+    prepare_cache(tall_faces, 16, shift=shifts[1], workers=1, progress=False)  # one of them exists already
+    opened = []
+    real_open = images_module._open_checked
+    monkeypatch.setattr(images_module, "_open_checked", lambda path, size: opened.append(path) or real_open(path, size))
+    caches = prepare_caches(tall_faces, 16, shifts=shifts, workers=1, progress=False)
+    assert len(opened) == 48  # the two missing caches share one decode of each file
+    for shift, cache in zip(shifts, caches, strict=True):
+        assert cache.names == caches[0].names
+        for i in (0, 47):
+            np.testing.assert_array_equal(cache.images[i], load_image(tall_faces / cache.names[i], 16, shift=shift))
+    assert len(list(cache_root().iterdir())) == 3
 
 
 def _cfg(folder: Path, **changes) -> TrainConfig:

@@ -121,11 +121,11 @@ def test_nothing_readable_is_an_error(tmp_path: Path) -> None:
 def test_an_interrupted_build_leaves_no_cache(folder: Path, monkeypatch: pytest.MonkeyPatch, _cache_env: Path) -> None:
     calls = []
 
-    def dies_midway(path, size, shift=(0.0, 0.0)):
+    def dies_midway(path, size, shifts):
         calls.append(path)
         if len(calls) == 5:
             raise KeyboardInterrupt
-        return load_image(path, size, shift=shift), ""
+        return [load_image(path, size, shift=shift) for shift in shifts], ""
 
     monkeypatch.setattr(cache_module, "try_load_image", dies_midway)
     with pytest.raises(KeyboardInterrupt):

@@ -83,35 +83,66 @@ def prepare_cache(
 ) -> ImageCache:
     """Decode every image under `folder` to uint8 (3, size, size) once; return the cache (reused when unchanged).
 
-    shift moves every crop window by (dx, dy) output pixels (`load_image`): training's crop jitter
-    keeps one cache per shift. Unreadable files are skipped and listed in skipped.txt. The cache is
-    built in a hidden folder and renamed into place, so an interrupted run never leaves a cache that
-    looks complete.
+    shift moves every crop window by (dx, dy) output pixels (`load_image`). Unreadable files are
+    skipped and listed in skipped.txt. The cache is built in a hidden folder and renamed into place,
+    so an interrupted run never leaves a cache that looks complete.
+    """
+    return prepare_caches(folder, size, shifts=[shift], cache_dir=cache_dir, workers=workers, progress=progress)[0]
+
+
+def prepare_caches(
+    folder: Path,
+    size: int,
+    *,
+    shifts: Sequence[tuple[float, float]],
+    cache_dir: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> list[ImageCache]:
+    """`prepare_cache` for several crop shifts (training's crop jitter): one cache per shift, in order.
+
+    The caches that are missing are built together, in one pass that decodes each file once.
     """
     folder = Path(folder)
     if size < 8:
         raise DataError(f"cache image size {size} is too small; use 8 or more (for example 64)")
-    shift = (float(shift[0]), float(shift[1]))
+    shifts = [(float(dx), float(dy)) for dx, dy in shifts]
     files = list_images(folder)
-    key = cache_key(folder, files, size, shift)
     root = cache_root(cache_dir)
-    shifted = "" if shift == NO_SHIFT else f"-shift{shift[0]:+g}{shift[1]:+g}"
-    target = root / f"{_slug(folder.resolve().name)}-{size}px{shifted}-{key[:16]}"
-    existing = _open_if_valid(target, key)
-    if existing is not None:
-        return existing
+    keys = [cache_key(folder, files, size, shift) for shift in shifts]
+    targets = [
+        root / f"{_slug(folder.resolve().name)}-{size}px{_shift_slug(sh)}-{k[:16]}"
+        for sh, k in zip(shifts, keys, strict=True)
+    ]
+    caches: list[ImageCache | None] = [_open_if_valid(t, k) for t, k in zip(targets, keys, strict=True)]
+    missing = [i for i, cache in enumerate(caches) if cache is None]
+    if not missing:
+        return caches
     _make_folder(root)
     _remove_abandoned_builds(root)
-    building = root / f"{_BUILDING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-    _make_folder(building)
+    buildings = {i: root / f"{_BUILDING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}" for i in missing}
     try:
-        _build(building, folder, files, size, key, shift=shift, workers=workers, progress=progress)
-        cache = _move_into_place(building, target, key)
+        for building in buildings.values():
+            _make_folder(building)
+        _build(
+            buildings,
+            folder,
+            files,
+            size,
+            {i: keys[i] for i in missing},
+            {i: shifts[i] for i in missing},
+            workers=workers,
+            progress=progress,
+        )
+        for i in missing:
+            caches[i] = _move_into_place(buildings[i], targets[i], keys[i])
     except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
+        for building in buildings.values():
+            shutil.rmtree(building, ignore_errors=True)
         raise
-    _remove_stale_caches(root, keep=target, source=cache.source, size=size, shift=shift)
-    return cache
+    for i in missing:
+        _remove_stale_caches(root, keep=targets[i], source=caches[i].source, size=size, shift=shifts[i])
+    return caches
 
 
 def open_cache(path: Path) -> ImageCache:
@@ -193,44 +224,67 @@ class CacheDataset(Dataset):
 
 
 def _build(
-    building: Path,
+    buildings: dict[int, Path],
     folder: Path,
     files: list[Path],
     size: int,
-    key: str,
+    keys: dict[int, str],
+    shifts: dict[int, tuple[float, float]],
     *,
-    shift: tuple[float, float],
     workers: int,
     progress: bool,
 ) -> None:
-    """Decode `files` into building/images.npy row by row, then write skipped.txt and (last) meta.json."""
-    n = len(files)
+    """Decode `files` once into each building/images.npy (one per shift) row by row, then write
+    skipped.txt and (last) meta.json in each."""
+    n, order = len(files), list(buildings)
     names: list[str] = []
     skipped: list[tuple[str, str]] = []
     # rows go out through pwrite, a block at a time: a memory map would keep every page written resident
-    block = np.empty((min(n, _WRITE_BLOCK), 3, size, size), dtype=np.uint8)
+    blocks = {i: np.empty((min(n, _WRITE_BLOCK), 3, size, size), dtype=np.uint8) for i in order}
     filled = 0
-    with (
-        NpyRows.create(building / IMAGES_FILE, dtype="uint8", shape=(n, 3, size, size)) as rows,
-        progress_bar(f"caching {n} images at {size}px{_shift_label(shift)}", n, enabled=progress) as advance,
-        _decoded(files, size, shift, workers) as results,
-    ):
-        for path, (image, reason) in zip(files, results, strict=True):
+    label = _shift_label(shifts[order[0]]) if len(order) == 1 else f" with {len(order)} crop shifts"
+    with contextlib.ExitStack() as stack:
+        rows = {
+            i: stack.enter_context(NpyRows.create(buildings[i] / IMAGES_FILE, dtype="uint8", shape=(n, 3, size, size)))
+            for i in order
+        }
+        advance = stack.enter_context(progress_bar(f"caching {n} images at {size}px{label}", n, enabled=progress))
+        results = stack.enter_context(_decoded(files, size, [shifts[i] for i in order], workers))
+        for path, (crops, reason) in zip(files, results, strict=True):
             rel = path.relative_to(folder).as_posix()
-            if image is None:
+            if crops is None:
                 skipped.append((rel, reason))
             else:
-                block[filled] = image
+                for i, crop in zip(order, crops, strict=True):
+                    blocks[i][filled] = crop
                 filled += 1
                 names.append(rel)
-                if filled == len(block):
-                    rows.write(len(names) - filled, block)
+                if filled == _WRITE_BLOCK:
+                    for i in order:
+                        rows[i].write(len(names) - filled, blocks[i])
                     filled = 0
             advance()
-        rows.write(len(names) - filled, block[:filled])
+        for i in order:
+            rows[i].write(len(names) - filled, blocks[i][:filled])
     if not names:
         example = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"none of the {n} images in {folder} could be read{example}")
+    for i in order:
+        _finish(buildings[i], names, skipped, size=size, key=keys[i], shift=shifts[i], n=n, folder=folder)
+
+
+def _finish(
+    building: Path,
+    names: list[str],
+    skipped: list[tuple[str, str]],
+    *,
+    size: int,
+    key: str,
+    shift: tuple[float, float],
+    n: int,
+    folder: Path,
+) -> None:
+    """Cut images.npy to the rows written, sync it, then write skipped.txt and (last) meta.json."""
     if len(names) < n:
         _shrink_rows(building / IMAGES_FILE, len(names), (3, size, size))
     _fsync_file(building / IMAGES_FILE)
@@ -250,10 +304,10 @@ def _build(
 
 @contextlib.contextmanager
 def _decoded(
-    files: list[Path], size: int, shift: tuple[float, float], workers: int
-) -> Iterator[Iterable[tuple[np.ndarray | None, str]]]:
-    """(image or None, reason) per file, in order: a worker pool (imap, chunked) when workers > 1."""
-    decode = functools.partial(try_load_image, size=size, shift=shift)
+    files: list[Path], size: int, shifts: list[tuple[float, float]], workers: int
+) -> Iterator[Iterable[tuple[list[np.ndarray] | None, str]]]:
+    """(one crop per shift, or None, and a reason) per file, in order; a worker pool (imap) when workers > 1."""
+    decode = functools.partial(try_load_image, size=size, shifts=shifts)
     if workers <= 1 or len(files) < 2 * workers:
         yield map(decode, files)
         return
@@ -364,6 +418,10 @@ def _make_folder(path: Path) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
+
+
+def _shift_slug(shift: tuple[float, float]) -> str:
+    return "" if shift == NO_SHIFT else f"-shift{shift[0]:+g}{shift[1]:+g}"
 
 
 def _shift_label(shift: tuple[float, float]) -> str:

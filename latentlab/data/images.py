@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,11 @@ def load_image(path: Path, size: int, *, shift: tuple[float, float] = (0.0, 0.0)
     sub-pixel crops of training's crop jitter). Bombs (over MAX_MEGAPIXELS), truncated and tiny
     (< MIN_SIDE px) images raise DataError.
     """
+    return load_image_crops(path, size, shifts=[shift])[0]
+
+
+def load_image_crops(path: Path, size: int, *, shifts: Sequence[tuple[float, float]]) -> list[np.ndarray]:
+    """`load_image` for several crop shifts at once: the file is decoded once, then cropped once per shift."""
     path = Path(path)
     if size < 1:
         raise DataError(f"image size {size} is too small; use a positive size such as 64")
@@ -61,10 +67,12 @@ def load_image(path: Path, size: int, *, shift: tuple[float, float] = (0.0, 0.0)
     if min(width, height) < MIN_SIDE:
         raise DataError(f"{path} is only {width}×{height} pixels; images need at least {MIN_SIDE} px on each side")
     box = CELEBA_CROP_BOX if (width, height) == CELEBA_ALIGNED_SIZE else centre_square(width, height)
-    if shift != (0.0, 0.0):
-        box = shifted_box(box, shift, size, (width, height))
-    out = im.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
-    return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
+    crops = []
+    for shift in shifts:
+        moved = box if tuple(shift) == (0.0, 0.0) else shifted_box(box, shift, size, (width, height))
+        out = im.resize((size, size), Image.Resampling.LANCZOS, box=moved, reducing_gap=3.0)
+        crops.append(np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)))
+    return crops
 
 
 def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
@@ -88,10 +96,13 @@ def shifted_box(
     return (left + dx, top + dy, right + dx, bottom + dy)
 
 
-def try_load_image(path: Path, size: int, *, shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray | None, str]:
-    """`load_image` for batch jobs: (array, "") or (None, reason) so one bad file does not stop a run."""
+def try_load_image(
+    path: Path, size: int, *, shifts: Sequence[tuple[float, float]] = ((0.0, 0.0),)
+) -> tuple[list[np.ndarray] | None, str]:
+    """`load_image_crops` for batch jobs: (one array per shift, "") or (None, reason), so one bad file
+    does not stop a run."""
     try:
-        return load_image(path, size, shift=shift), ""
+        return load_image_crops(path, size, shifts=shifts), ""
     except DataError as exc:
         return None, _reason(str(exc), path)
     except Exception as exc:  # a decoder bug on one odd file must not stop a 200,000-image run
