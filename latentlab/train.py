@@ -110,8 +110,10 @@ def split_indices(n: int, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def jitter_shifts(jitter: float) -> list[tuple[float, float]]:
     """The crop shifts (dx, dy) in output pixels that training draws from: the standard crop first."""
+    from latentlab.data.images import NO_SHIFT
+
     if jitter == 0:
-        return [(0.0, 0.0)]
+        return [NO_SHIFT]
     steps = (0.0, -jitter, jitter)
     return [(dx, dy) for dy in steps for dx in steps]
 

@@ -42,6 +42,27 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TINY_MODEL = {"image_size": 16, "levels": 2, "steps": 2, "width": 16}
 
 
+def tiny_train_cfg(images: Path, **changes):
+    """A TrainConfig for a few steps of a tiny model on the image folder `images` (changes override)."""
+    from latentlab.config import TrainConfig
+
+    base = {
+        "model": TINY_MODEL,
+        "data": str(images),
+        "batch_size": 16,
+        "max_steps": 6,
+        "warmup_steps": 2,
+        "checkpoint_every": 3,
+        "sample_every": 100,
+        "val_every": 3,
+        "val_fraction": 0.1,
+        "log_every": 1,
+        "workers": 1,
+    }
+    base.update(changes)
+    return TrainConfig.from_dict(base)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder with a tiny model trained for a few steps on the toy faces."""

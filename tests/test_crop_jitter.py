@@ -17,7 +17,7 @@ from latentlab.data.images import CELEBA_ALIGNED_SIZE, load_image
 from latentlab.errors import ConfigError
 from latentlab.train import jitter_shifts, train
 
-from .conftest import TINY_MODEL
+from .conftest import tiny_train_cfg
 
 
 def _smooth_image(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -93,21 +93,7 @@ def test_missing_shifts_are_built_in_one_pass_that_decodes_each_file_once(
 
 
 def _cfg(folder: Path, **changes) -> TrainConfig:
-    base = {
-        "model": TINY_MODEL,
-        "data": str(folder),
-        "batch_size": 8,
-        "max_steps": 6,
-        "warmup_steps": 2,
-        "checkpoint_every": 3,
-        "sample_every": 100,
-        "val_every": 3,
-        "val_fraction": 0.1,
-        "workers": 1,
-        "crop_jitter": 0.5,
-    }
-    base.update(changes)
-    return TrainConfig.from_dict(base)
+    return tiny_train_cfg(folder, **{"batch_size": 8, "crop_jitter": 0.5, **changes})
 
 
 def test_jittered_training_draws_every_shift_and_resumes_exactly(tall_faces: Path, tmp_path: Path) -> None:

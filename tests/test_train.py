@@ -18,25 +18,11 @@ from latentlab.flow import Glow
 from latentlab.runs import run_lock
 from latentlab.train import lr_at, train
 
-from .conftest import TINY_MODEL
+from .conftest import TINY_MODEL, tiny_train_cfg
 
 
 def tiny_cfg(toy_data: Path, **changes) -> TrainConfig:
-    base = {
-        "model": TINY_MODEL,
-        "data": str(toy_data / "img_align_celeba"),
-        "batch_size": 16,
-        "max_steps": 6,
-        "warmup_steps": 2,
-        "checkpoint_every": 3,
-        "sample_every": 100,
-        "val_every": 3,
-        "val_fraction": 0.1,
-        "log_every": 1,
-        "workers": 1,
-    }
-    base.update(changes)
-    return TrainConfig.from_dict(base)
+    return tiny_train_cfg(toy_data / "img_align_celeba", **changes)
 
 
 def params(run: Path) -> dict[str, torch.Tensor]:

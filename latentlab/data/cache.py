@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from latentlab.data.images import list_images, try_load_image
+from latentlab.data.images import NO_SHIFT, list_images, try_load_image
 from latentlab.errors import DataError, OutputError
 from latentlab.fileio import atomic_write_text
 from latentlab.npyrows import NpyRows
@@ -32,7 +32,6 @@ IMAGES_FILE, META_FILE, SKIPPED_FILE = "images.npy", "meta.json", "skipped.txt"
 _BUILDING_PREFIX = ".building-"
 _WRITE_BLOCK = 256  # images decoded before one write to the cache file
 _COPY_ROWS = 4096  # rows per chunk when a cache file is copied
-NO_SHIFT = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -120,24 +119,24 @@ def prepare_caches(
         return caches
     _make_folder(root)
     _remove_abandoned_builds(root)
-    buildings = {i: root / f"{_BUILDING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}" for i in missing}
+    buildings = [root / f"{_BUILDING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}" for _ in missing]
     try:
-        for building in buildings.values():
+        for building in buildings:
             _make_folder(building)
         _build(
             buildings,
             folder,
             files,
             size,
-            {i: keys[i] for i in missing},
-            {i: shifts[i] for i in missing},
+            [keys[i] for i in missing],
+            [shifts[i] for i in missing],
             workers=workers,
             progress=progress,
         )
-        for i in missing:
-            caches[i] = _move_into_place(buildings[i], targets[i], keys[i])
+        for i, building in zip(missing, buildings, strict=True):
+            caches[i] = _move_into_place(building, targets[i], keys[i])
     except BaseException:
-        for building in buildings.values():
+        for building in buildings:
             shutil.rmtree(building, ignore_errors=True)
         raise
     for i in missing:
@@ -224,53 +223,53 @@ class CacheDataset(Dataset):
 
 
 def _build(
-    buildings: dict[int, Path],
+    buildings: list[Path],
     folder: Path,
     files: list[Path],
     size: int,
-    keys: dict[int, str],
-    shifts: dict[int, tuple[float, float]],
+    keys: list[str],
+    shifts: list[tuple[float, float]],
     *,
     workers: int,
     progress: bool,
 ) -> None:
     """Decode `files` once into each building/images.npy (one per shift) row by row, then write
     skipped.txt and (last) meta.json in each."""
-    n, order = len(files), list(buildings)
+    n = len(files)
     names: list[str] = []
     skipped: list[tuple[str, str]] = []
     # rows go out through pwrite, a block at a time: a memory map would keep every page written resident
-    blocks = {i: np.empty((min(n, _WRITE_BLOCK), 3, size, size), dtype=np.uint8) for i in order}
+    blocks = [np.empty((min(n, _WRITE_BLOCK), 3, size, size), dtype=np.uint8) for _ in buildings]
     filled = 0
-    label = _shift_label(shifts[order[0]]) if len(order) == 1 else f" with {len(order)} crop shifts"
+    label = _shift_label(shifts[0]) if len(shifts) == 1 else f" with {len(shifts)} crop shifts"
     with contextlib.ExitStack() as stack:
-        rows = {
-            i: stack.enter_context(NpyRows.create(buildings[i] / IMAGES_FILE, dtype="uint8", shape=(n, 3, size, size)))
-            for i in order
-        }
+        rows = [
+            stack.enter_context(NpyRows.create(building / IMAGES_FILE, dtype="uint8", shape=(n, 3, size, size)))
+            for building in buildings
+        ]
         advance = stack.enter_context(progress_bar(f"caching {n} images at {size}px{label}", n, enabled=progress))
-        results = stack.enter_context(_decoded(files, size, [shifts[i] for i in order], workers))
+        results = stack.enter_context(_decoded(files, size, shifts, workers))
         for path, (crops, reason) in zip(files, results, strict=True):
             rel = path.relative_to(folder).as_posix()
             if crops is None:
                 skipped.append((rel, reason))
             else:
-                for i, crop in zip(order, crops, strict=True):
-                    blocks[i][filled] = crop
+                for block, crop in zip(blocks, crops, strict=True):
+                    block[filled] = crop
                 filled += 1
                 names.append(rel)
                 if filled == _WRITE_BLOCK:
-                    for i in order:
-                        rows[i].write(len(names) - filled, blocks[i])
+                    for out, block in zip(rows, blocks, strict=True):
+                        out.write(len(names) - filled, block)
                     filled = 0
             advance()
-        for i in order:
-            rows[i].write(len(names) - filled, blocks[i][:filled])
+        for out, block in zip(rows, blocks, strict=True):
+            out.write(len(names) - filled, block[:filled])
     if not names:
         example = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"none of the {n} images in {folder} could be read{example}")
-    for i in order:
-        _finish(buildings[i], names, skipped, size=size, key=keys[i], shift=shifts[i], n=n, folder=folder)
+    for building, key, shift in zip(buildings, keys, shifts, strict=True):
+        _finish(building, names, skipped, size=size, key=key, shift=shift, n=n, folder=folder)
 
 
 def _finish(

@@ -18,6 +18,7 @@ MAX_MEGAPIXELS = 40
 MIN_SIDE = 8
 CELEBA_ALIGNED_SIZE = (178, 218)
 CELEBA_CROP_BOX = (15, 35, 163, 183)  # the centred 148x148 face square of an aligned CelebA image
+NO_SHIFT = (0.0, 0.0)  # the standard crop window, not moved
 
 _TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -42,7 +43,7 @@ def list_images(folder: Path) -> list[Path]:
     return [folder / rel for rel in sorted(found, key=lambda r: r.as_posix())]
 
 
-def load_image(path: Path, size: int, *, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def load_image(path: Path, size: int, *, shift: tuple[float, float] = NO_SHIFT) -> np.ndarray:
     """Decode one image to uint8 (3, size, size) RGB: EXIF-rotated, face-cropped, antialiased resize.
 
     Aligned CelebA images (178x218) get the standard centred 148x148 crop; anything else a centre
@@ -69,7 +70,7 @@ def load_image_crops(path: Path, size: int, *, shifts: Sequence[tuple[float, flo
     box = CELEBA_CROP_BOX if (width, height) == CELEBA_ALIGNED_SIZE else centre_square(width, height)
     crops = []
     for shift in shifts:
-        moved = box if tuple(shift) == (0.0, 0.0) else shifted_box(box, shift, size, (width, height))
+        moved = box if tuple(shift) == NO_SHIFT else shifted_box(box, shift, size, (width, height))
         out = im.resize((size, size), Image.Resampling.LANCZOS, box=moved, reducing_gap=3.0)
         crops.append(np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)))
     return crops
@@ -97,7 +98,7 @@ def shifted_box(
 
 
 def try_load_image(
-    path: Path, size: int, *, shifts: Sequence[tuple[float, float]] = ((0.0, 0.0),)
+    path: Path, size: int, *, shifts: Sequence[tuple[float, float]] = (NO_SHIFT,)
 ) -> tuple[list[np.ndarray] | None, str]:
     """`load_image_crops` for batch jobs: (one array per shift, "") or (None, reason), so one bad file
     does not stop a run."""
