@@ -49,6 +49,8 @@ class GlowConfig:
     permutation: "lu" (invertible 1x1 conv, LU-parametrised), "conv" (plain 1x1 conv) or "reverse".
     n_bits: bits kept per colour channel (the Glow paper uses 5 for CelebA-HQ).
     learn_top: learn the mean and log-std of the top-level prior.
+    prior_width: hidden channels of each split prior's network (conv3x3 → conv1x1 → zero-initialised
+    conv3x3, as a coupling network); 0 gives the Glow paper's single zero-initialised 3x3 convolution.
     """
 
     image_size: int = 32
@@ -59,6 +61,7 @@ class GlowConfig:
     permutation: str = "lu"
     n_bits: int = 5
     learn_top: bool = True
+    prior_width: int = 0
 
     def __post_init__(self) -> None:
         for name in ("image_size", "levels", "steps", "width", "n_bits"):
@@ -78,6 +81,8 @@ class GlowConfig:
             raise ConfigError(f"unknown coupling {self.coupling!r}; choose one of {', '.join(COUPLINGS)}")
         if self.permutation not in PERMUTATIONS:
             raise ConfigError(f"unknown permutation {self.permutation!r}; choose one of {', '.join(PERMUTATIONS)}")
+        if isinstance(self.prior_width, bool) or not isinstance(self.prior_width, int) or self.prior_width < 0:
+            raise ConfigError(f"prior_width must be an integer >= 0 (0: Glow's linear prior), got {self.prior_width!r}")
         if not isinstance(self.learn_top, bool):
             raise ConfigError(f"learn_top must be true or false, got {self.learn_top!r}")
 
@@ -87,8 +92,13 @@ class GlowConfig:
         return 3 * self.image_size * self.image_size
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON."""
-        return dataclasses.asdict(self)
+        """Plain dict for JSON; settings added after version 1 are left out at their defaults, so the
+        JSON (and the fingerprint) of a model that does not use them is what it always was."""
+        data = dataclasses.asdict(self)
+        for name, default in _LATER_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GlowConfig:
@@ -105,6 +115,9 @@ class GlowConfig:
         """Canonical JSON (sorted keys), also used for model fingerprints."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
+
+# GlowConfig fields added after the first checkpoints were written, with the value those checkpoints imply
+_LATER_DEFAULTS = {"prior_width": 0}
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
@@ -196,8 +209,8 @@ class TrainConfig:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON (the model config nested under 'model')."""
-        return dataclasses.asdict(self)
+        """Plain dict for JSON (the model config nested under 'model', as `GlowConfig.to_dict` writes it)."""
+        return {**dataclasses.asdict(self), "model": self.model.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

@@ -427,12 +427,15 @@ class Split(nn.Module):
     """Split off half the channels and standardise them under a prior conditioned on the other half.
 
     forward: x -> (kept half, ε, logdet) with ε = (z2 − μ(z1))·exp(−log σ(z1)); logdet = −Σ log σ.
+    The prior is Glow's zero-initialised 3x3 convolution, or with `width` a coupling-style network
+    (half of all dimensions leave at the first split: a nonlinear prior models them better per step).
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, width: int = 0) -> None:
         super().__init__()
         self.half = channels // 2
-        self.prior = ZeroConv2d(self.half, 2 * (channels - self.half))
+        out = 2 * (channels - self.half)
+        self.prior: nn.Module = CouplingNet(self.half, out, width) if width else ZeroConv2d(self.half, out)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z1, z2 = x[:, : self.half], x[:, self.half :]
@@ -513,7 +516,7 @@ class Glow(nn.Module):
             channels, size = channels * 4, size // 2
             self.levels.append(nn.ModuleList(FlowStep(channels, config) for _ in range(config.steps)))
             if level < config.levels - 1:
-                self.splits.append(Split(channels))
+                self.splits.append(Split(channels, config.prior_width))
                 self.latent_shapes.append((channels - channels // 2, size, size))
                 channels = channels // 2
         self.latent_shapes.append((channels, size, size))

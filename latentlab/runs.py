@@ -21,6 +21,7 @@ import torch
 
 from latentlab.adam import Adam
 from latentlab.checkpoint import load_tensors, save_tensors
+from latentlab.config import GlowConfig
 from latentlab.errors import CheckpointError, ConfigError, OutputError
 from latentlab.fileio import folder_lock
 
@@ -178,7 +179,7 @@ def _line_step(line: str) -> int:
 
 def check_resume_config(saved: dict[str, Any], requested: dict[str, Any]) -> None:
     """A resumed run must keep its model architecture; other settings may change (said in the log)."""
-    if saved.get("model") != requested.get("model"):
+    if GlowConfig.from_dict(saved.get("model", {})) != GlowConfig.from_dict(requested.get("model", {})):
         raise ConfigError(
             "--resume with a different model architecture than the run was started with; "
             f"saved {saved.get('model')}, requested {requested.get('model')}"

@@ -43,10 +43,15 @@ ROUND_TRIP_CONFIGS = [
     dict(image_size=16, levels=2, steps=2, width=15, coupling="additive", permutation="lu"),
     dict(image_size=8, levels=3, steps=1, width=8, coupling="additive", permutation="conv"),
     dict(image_size=32, levels=3, steps=2, width=32, coupling="affine", permutation="lu", learn_top=False),
+    dict(image_size=16, levels=3, steps=2, width=16, coupling="affine", permutation="lu", prior_width=8),
 ]
 
 
-@pytest.mark.parametrize("cfg", ROUND_TRIP_CONFIGS, ids=lambda c: f"{c['coupling']}-{c['permutation']}-L{c['levels']}")
+def _config_id(c: dict) -> str:
+    return f"{c['coupling']}-{c['permutation']}-L{c['levels']}-prior{c.get('prior_width', 0)}"
+
+
+@pytest.mark.parametrize("cfg", ROUND_TRIP_CONFIGS, ids=_config_id)
 def test_round_trip_float32(cfg):
     torch.manual_seed(1)
     model = Glow(GlowConfig(**cfg))
@@ -62,10 +67,11 @@ def test_round_trip_float32(cfg):
     assert torch.allclose(z, z2, atol=1e-5)
 
 
+@pytest.mark.parametrize("prior_width", [0, 5])
 @pytest.mark.parametrize("coupling", ["affine", "additive"])
 @pytest.mark.parametrize("permutation", ["lu", "conv", "reverse"])
-def test_log_prob_equals_brute_force_jacobian(coupling, permutation):
-    model = tiny_model(coupling=coupling, permutation=permutation)
+def test_log_prob_equals_brute_force_jacobian(coupling, permutation, prior_width):
+    model = tiny_model(coupling=coupling, permutation=permutation, prior_width=prior_width)
     x = torch.rand(1, 3, 4, 4, dtype=torch.float64) - 0.5
     z = model.encode(x)
     d = z.shape[1]
@@ -111,8 +117,9 @@ def test_layer_logdet_and_inverse(name):
     assert torch.allclose(logdet[0], -reverse_logdet, rtol=1e-6, atol=1e-9)
 
 
-def test_split_logdet_is_standardisation():
-    split = Split(4).double()
+@pytest.mark.parametrize("prior_width", [0, 6])
+def test_split_logdet_is_standardisation(prior_width):
+    split = Split(4, prior_width).double()
     perturb(split, 0.3)
     x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
     z1, eps, logdet = split(x)
@@ -228,11 +235,23 @@ def test_inverse_cache_follows_parameter_updates_dtype_and_device():
         dict(permutation="shuffle"),
         dict(n_bits=9),
         dict(image_size=32.0),
+        dict(prior_width=-1),
+        dict(prior_width=True),
     ],
 )
 def test_config_validation(bad):
     with pytest.raises(ConfigError):
         GlowConfig(**bad)
+
+
+def test_prior_width_is_left_out_of_the_json_at_its_default():
+    """Models saved before prior_width existed keep their JSON, fingerprint and resume config."""
+    plain = GlowConfig()
+    assert "prior_width" not in plain.to_dict()
+    assert GlowConfig.from_dict(plain.to_dict()) == plain
+    wide = GlowConfig(prior_width=64)
+    assert wide.to_dict()["prior_width"] == 64
+    assert GlowConfig.from_dict(wide.to_dict()) == wide
 
 
 def test_config_unknown_key_refused():

@@ -13,9 +13,9 @@ import torch
 
 from latentlab import load_model
 from latentlab.config import TrainConfig
-from latentlab.errors import OutputError, TrainingError
+from latentlab.errors import ConfigError, OutputError, TrainingError
 from latentlab.flow import Glow
-from latentlab.runs import run_lock
+from latentlab.runs import check_resume_config, run_lock
 from latentlab.train import lr_at, train
 
 from .conftest import TINY_MODEL, tiny_train_cfg
@@ -244,3 +244,14 @@ def test_resume_after_a_cut_between_writing_the_state_and_the_weights(toy_data, 
     a, b = params(tmp_path / "straight"), params(run)
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_accepts_a_run_saved_before_prior_width_existed():
+    """A run whose saved model config has no prior_width key is the prior_width = 0 architecture."""
+    current = TrainConfig().to_dict()
+    older = json.loads(json.dumps(current))
+    older["model"].pop("prior_width", None)
+    check_resume_config(older, current)
+    wider = TrainConfig().replace(model={"prior_width": 64}).to_dict()
+    with pytest.raises(ConfigError, match="different model architecture"):
+        check_resume_config(older, wider)
