@@ -51,6 +51,8 @@ class GlowConfig:
     learn_top: learn the mean and log-std of the top-level prior.
     prior_width: hidden channels of each split prior's network (conv3x3 → conv1x1 → zero-initialised
     conv3x3, as a coupling network); 0 gives the Glow paper's single zero-initialised 3x3 convolution.
+    position_bias: give every coupling network (and split prior network) a learned bias per position and
+    hidden channel, so it knows where in the image it is (aligned faces keep eyes and mouth in place).
     """
 
     image_size: int = 32
@@ -62,6 +64,7 @@ class GlowConfig:
     n_bits: int = 5
     learn_top: bool = True
     prior_width: int = 0
+    position_bias: bool = False
 
     def __post_init__(self) -> None:
         for name in ("image_size", "levels", "steps", "width", "n_bits"):
@@ -83,8 +86,9 @@ class GlowConfig:
             raise ConfigError(f"unknown permutation {self.permutation!r}; choose one of {', '.join(PERMUTATIONS)}")
         if isinstance(self.prior_width, bool) or not isinstance(self.prior_width, int) or self.prior_width < 0:
             raise ConfigError(f"prior_width must be an integer >= 0 (0: Glow's linear prior), got {self.prior_width!r}")
-        if not isinstance(self.learn_top, bool):
-            raise ConfigError(f"learn_top must be true or false, got {self.learn_top!r}")
+        for name in ("learn_top", "position_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def latent_dim(self) -> int:
@@ -117,7 +121,7 @@ class GlowConfig:
 
 
 # GlowConfig fields added after the first checkpoints were written, with the value those checkpoints imply
-_LATER_DEFAULTS = {"prior_width": 0}
+_LATER_DEFAULTS = {"prior_width": 0, "position_bias": False}
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")

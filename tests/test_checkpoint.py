@@ -12,10 +12,10 @@ from latentlab.checkpoint import model_fingerprint, read_model_metadata, save_te
 from latentlab.errors import CheckpointError
 
 
-@pytest.fixture(params=[0, 6], ids=["linear-prior", "prior-net"])
+@pytest.fixture(params=[{}, {"prior_width": 6, "position_bias": True}], ids=["glow", "prior-net-position"])
 def model(request) -> Glow:
     torch.manual_seed(0)
-    m = Glow(GlowConfig(image_size=8, levels=2, steps=2, width=8, prior_width=request.param))
+    m = Glow(GlowConfig(image_size=8, levels=2, steps=2, width=8, **request.param))
     m.initialize(torch.rand(4, 3, 8, 8) - 0.5)
     return m
 

@@ -44,11 +44,23 @@ ROUND_TRIP_CONFIGS = [
     dict(image_size=8, levels=3, steps=1, width=8, coupling="additive", permutation="conv"),
     dict(image_size=32, levels=3, steps=2, width=32, coupling="affine", permutation="lu", learn_top=False),
     dict(image_size=16, levels=3, steps=2, width=16, coupling="affine", permutation="lu", prior_width=8),
+    dict(image_size=16, levels=2, steps=2, width=8, coupling="affine", permutation="lu", position_bias=True),
+    dict(
+        image_size=16,
+        levels=3,
+        steps=2,
+        width=8,
+        coupling="additive",
+        permutation="lu",
+        prior_width=4,
+        position_bias=True,
+    ),
 ]
 
 
 def _config_id(c: dict) -> str:
-    return f"{c['coupling']}-{c['permutation']}-L{c['levels']}-prior{c.get('prior_width', 0)}"
+    position = "-position" if c.get("position_bias") else ""
+    return f"{c['coupling']}-{c['permutation']}-L{c['levels']}-prior{c.get('prior_width', 0)}{position}"
 
 
 @pytest.mark.parametrize("cfg", ROUND_TRIP_CONFIGS, ids=_config_id)
@@ -67,11 +79,11 @@ def test_round_trip_float32(cfg):
     assert torch.allclose(z, z2, atol=1e-5)
 
 
-@pytest.mark.parametrize("prior_width", [0, 5])
+@pytest.mark.parametrize(("prior_width", "position_bias"), [(0, False), (5, False), (5, True)])
 @pytest.mark.parametrize("coupling", ["affine", "additive"])
 @pytest.mark.parametrize("permutation", ["lu", "conv", "reverse"])
-def test_log_prob_equals_brute_force_jacobian(coupling, permutation, prior_width):
-    model = tiny_model(coupling=coupling, permutation=permutation, prior_width=prior_width)
+def test_log_prob_equals_brute_force_jacobian(coupling, permutation, prior_width, position_bias):
+    model = tiny_model(coupling=coupling, permutation=permutation, prior_width=prior_width, position_bias=position_bias)
     x = torch.rand(1, 3, 4, 4, dtype=torch.float64) - 0.5
     z = model.encode(x)
     d = z.shape[1]
@@ -99,6 +111,7 @@ def layer_cases():
         "coupling-affine": Coupling(4, 5, "affine"),
         "coupling-additive": Coupling(4, 5, "additive"),
         "flowstep": FlowStep(4, GlowConfig(image_size=4, levels=1, steps=1, width=5)),
+        "flowstep-position": FlowStep(4, GlowConfig(image_size=6, levels=1, steps=1, width=5), size=3),
     }
     return cases
 
@@ -117,9 +130,9 @@ def test_layer_logdet_and_inverse(name):
     assert torch.allclose(logdet[0], -reverse_logdet, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("prior_width", [0, 6])
-def test_split_logdet_is_standardisation(prior_width):
-    split = Split(4, prior_width).double()
+@pytest.mark.parametrize(("prior_width", "size"), [(0, 0), (6, 0), (6, 3)])
+def test_split_logdet_is_standardisation(prior_width, size):
+    split = Split(4, prior_width, size=size).double()
     perturb(split, 0.3)
     x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
     z1, eps, logdet = split(x)
@@ -237,6 +250,7 @@ def test_inverse_cache_follows_parameter_updates_dtype_and_device():
         dict(image_size=32.0),
         dict(prior_width=-1),
         dict(prior_width=True),
+        dict(position_bias=1),
     ],
 )
 def test_config_validation(bad):
@@ -244,14 +258,31 @@ def test_config_validation(bad):
         GlowConfig(**bad)
 
 
-def test_prior_width_is_left_out_of_the_json_at_its_default():
-    """Models saved before prior_width existed keep their JSON, fingerprint and resume config."""
+def test_later_settings_are_left_out_of_the_json_at_their_defaults():
+    """Models saved before prior_width and position_bias existed keep their JSON, fingerprint and resume config."""
     plain = GlowConfig()
-    assert "prior_width" not in plain.to_dict()
+    assert "prior_width" not in plain.to_dict() and "position_bias" not in plain.to_dict()
     assert GlowConfig.from_dict(plain.to_dict()) == plain
-    wide = GlowConfig(prior_width=64)
-    assert wide.to_dict()["prior_width"] == 64
-    assert GlowConfig.from_dict(wide.to_dict()) == wide
+    assert not any("position" in name for name, _ in Glow(GlowConfig(image_size=8, levels=2)).named_parameters())
+    richer = GlowConfig(prior_width=64, position_bias=True)
+    assert richer.to_dict()["prior_width"] == 64 and richer.to_dict()["position_bias"] is True
+    assert GlowConfig.from_dict(richer.to_dict()) == richer
+
+
+def test_position_bias_tells_the_flow_where_it_is():
+    """Without it the flow is translation-equivariant away from the borders; with it, it is not."""
+
+    def centre_shift_gap(model: Glow) -> float:
+        """Largest change of the first level's ε in the centre when the image moves 2 px right."""
+        x = torch.rand(1, 3, 32, 32, dtype=torch.float64) - 0.5
+        eps = model._flow(x)[0][0]  # (1, 6, 16, 16): a 2 px image shift is 1 position here
+        eps_moved = model._flow(torch.roll(x, shifts=2, dims=3))[0][0]
+        return (torch.roll(eps, shifts=1, dims=3) - eps_moved)[:, :, 6:10, 6:10].abs().max().item()
+
+    plain = tiny_model(image_size=32, levels=2, steps=1, width=6)
+    placed = tiny_model(image_size=32, levels=2, steps=1, width=6, position_bias=True)
+    assert centre_shift_gap(plain) < 1e-12
+    assert centre_shift_gap(placed) > 1e-3
 
 
 def test_config_unknown_key_refused():
@@ -358,3 +389,20 @@ def test_saturating_decode_is_exact_on_data_and_finite_far_from_it():
         assert not torch.isfinite(model.decode(far)).all()  # the exact inverse overflows
         saturated = model.decode(far, saturate=True)
         assert torch.isfinite(saturated).all() and saturated.abs().max() <= SATURATION
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_position_bias_gradient_equals_plain_autograd(layout):
+    """The in-place position add's own backward gives what autograd gives for h + position."""
+    from latentlab.flow import _add_position
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64, generator=g).contiguous(memory_format=layout)
+    position = torch.randn(1, 4, 5, 5, dtype=torch.float64, generator=g).requires_grad_()
+    weights = torch.randn(3, 4, 5, 5, dtype=torch.float64, generator=g)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (torch.relu(_add_position(x1 * 2.0, position)) * weights).sum().backward()
+    ours = position.grad.clone()
+    position.grad = None
+    (torch.relu(x2 * 2.0 + position) * weights).sum().backward()
+    assert torch.allclose(ours, position.grad, rtol=1e-12) and torch.allclose(x1.grad, x2.grad, rtol=1e-12)

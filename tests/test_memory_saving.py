@@ -40,8 +40,9 @@ def gradients(model: Glow, x: torch.Tensor, mode: str) -> tuple[torch.Tensor, li
         dict(coupling="affine", permutation="lu"),
         dict(coupling="additive", permutation="conv"),
         dict(coupling="affine", permutation="reverse"),
+        dict(coupling="affine", permutation="lu", prior_width=4, position_bias=True),
     ],
-    ids=lambda a: f"{a['coupling']}-{a['permutation']}",
+    ids=lambda a: f"{a['coupling']}-{a['permutation']}" + ("-prior-position" if a.get("position_bias") else ""),
 )
 def test_gradients_and_log_prob_equal_the_plain_path(mode, arch):
     model, x = tiny(**arch)
@@ -86,10 +87,11 @@ def test_memory_saving_is_ignored_outside_training_and_for_initialisation():
     assert torch.allclose(model.decode(z), x, atol=1e-10)
 
 
-def test_bf16_autocast_training_keeps_the_trunk_exact():
+@pytest.mark.parametrize("extras", [{}, {"prior_width": 4, "position_bias": True}], ids=["glow", "prior-position"])
+def test_bf16_autocast_training_keeps_the_trunk_exact(extras):
     """Under autocast the coupling networks run in bf16, but the log-det and the invertible trunk stay float32."""
     torch.manual_seed(0)
-    model = Glow(GlowConfig(image_size=8, levels=2, steps=2, width=8))
+    model = Glow(GlowConfig(image_size=8, levels=2, steps=2, width=8, **extras))
     x = torch.rand(4, 3, 8, 8) - 0.5
     model.initialize(x)
     g = torch.Generator().manual_seed(1)
