@@ -28,10 +28,13 @@ BEFORE = "896db9d"  # the last commit before the performance work
 PATCHES: dict[str, tuple[str, str]] = {  # variant -> (code run before the benchmark, Adam implementation)
     "default": ("", "latentlab"),
     "no-channels-last": ("import latentlab.flow as f; f.ACTIVATIONS = torch.contiguous_format", "latentlab"),
-    "no-weight-cache": ("import latentlab.flow as f; f._use_cache = lambda module: False", "latentlab"),
+    "no-weight-cache": (
+        "import latentlab.flow as f, latentlab.flow_layers as fl\nf._use_cache = fl._use_cache = lambda module: False",
+        "latentlab",
+    ),
     "no-gemm-1x1": (
-        "import latentlab.flow as f, torch.nn.functional as F\n"
-        "f._conv1x1 = lambda x, w, b: F.conv2d(x, w[:, :, None, None], b)",
+        "import latentlab.flow as f, latentlab.flow_layers as fl, torch.nn.functional as F\n"
+        "f._conv1x1 = fl._conv1x1 = lambda x, w, b: F.conv2d(x, w[:, :, None, None], b)",
         "latentlab",
     ),
     "torch-adam": ("", "torch-loop"),

@@ -217,7 +217,7 @@ def bench_images(n: int, size: int, *, n_bits: int, seed: int = 0) -> torch.Tens
 def perturb_output_convs(model: torch.nn.Module, *, seed: int, scale: float = 0.1) -> None:
     """Move the zero-initialised output convolutions off zero (outputs of order `scale`), as training would,
     so that couplings and priors do real work and the reconstruction error means something."""
-    from latentlab.flow import ZeroConv2d
+    from latentlab.flow import ZeroConv2d  # through flow: the ablation's "before" variant swaps that module
 
     g = torch.Generator().manual_seed(seed)
     for module in model.modules():

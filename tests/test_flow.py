@@ -9,7 +9,8 @@ import torch
 
 from latentlab import Glow, GlowConfig
 from latentlab.errors import ConfigError
-from latentlab.flow import ActNorm, Coupling, FlowStep, InvConv1x1, Split, evaluating, fold_steps, squeeze, unsqueeze
+from latentlab.flow import FlowStep, evaluating, fold_steps
+from latentlab.flow_layers import ActNorm, Coupling, InvConv1x1, Split, squeeze, unsqueeze
 
 
 def perturb(module: torch.nn.Module, scale: float, seed: int = 0) -> None:
@@ -394,7 +395,7 @@ def test_saturating_decode_is_exact_on_data_and_finite_far_from_it():
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_position_bias_gradient_equals_plain_autograd(layout):
     """The in-place position add's own backward gives what autograd gives for h + position."""
-    from latentlab.flow import _add_position
+    from latentlab.flow_layers import _add_position
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 5, 5, dtype=torch.float64, generator=g).contiguous(memory_format=layout)
