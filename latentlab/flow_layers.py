@@ -230,7 +230,15 @@ def _add_position(h: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     """h + position (1, C, H, W), in place on h so it keeps the convolution's channels-last layout."""
     if torch.is_grad_enabled() and (h.requires_grad or position.requires_grad):
         return _AddPosition.apply(h, position)
-    return h.add_(position)
+    return h.add_(_laid_out_like(position, h))
+
+
+def _laid_out_like(position: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The bias in h's memory layout: a broadcast add across layouts is ~9x slower (0.47 against 0.05 ms
+    at 16x128x16x16), and the copy is of one image's worth of values, not a batch's."""
+    if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous():
+        return position.contiguous(memory_format=torch.channels_last)
+    return position
 
 
 class _AddPosition(torch.autograd.Function):
@@ -243,7 +251,7 @@ class _AddPosition(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         ctx.mark_dirty(h)
-        return h.add_(position)
+        return h.add_(_laid_out_like(position, h))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
