@@ -407,3 +407,6 @@ def test_position_bias_gradient_equals_plain_autograd(layout):
     position.grad = None
     (torch.relu(x2 * 2.0 + position) * weights).sum().backward()
     assert torch.allclose(ours, position.grad, rtol=1e-12) and torch.allclose(x1.grad, x2.grad, rtol=1e-12)
+    with torch.no_grad():  # the inference path adds the same values, whatever the layout
+        added = _add_position(x.clone(memory_format=torch.preserve_format), position)
+    assert added.is_contiguous(memory_format=layout) and torch.equal(added, x + position)
