@@ -1,8 +1,9 @@
 """The invertible layers Glow is built from: ActNorm, 1x1 convolution, coupling, squeeze and split.
 
-Every layer follows one contract: `forward(x) -> (y, logdet)` with logdet of shape (B,) in nats,
-and `reverse(y) -> x`. Tensors are NCHW. `latentlab.flow` assembles them into `Glow` and runs them
-with every ActNorm and scale folded into the neighbouring convolution.
+ActNorm, InvConv1x1 and Coupling follow one contract: `forward(x) -> (y, logdet)` with logdet of
+shape (B,) in nats, and `reverse(y) -> x`; Split's forward gives (kept half, ε, logdet). Tensors are
+NCHW. `latentlab.flow` assembles them into `Glow` and runs them with every ActNorm and scale folded
+into the neighbouring convolution.
 """
 
 from __future__ import annotations
