@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from latentlab.adam import Adam
+from latentlab.averaging import WeightAverage, averaged
 from latentlab.checkpoint import load_model, save_model
 from latentlab.config import TrainConfig
 from latentlab.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
@@ -209,11 +209,9 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = Adam(self.model.parameters(), lr=cfg.lr)  # torch.optim would import torch._dynamo
         # Polyak averaging: `average` holds the moving average, the model the optimiser's own weights
-        self.average: list[torch.Tensor] | None = None
-        if cfg.ema_decay > 0:
-            self.average = [p.detach().clone() for _, p in self.model.named_parameters()]
-            if self.resume:  # the saved model is the average; the optimiser's weights are in the state
-                self._load_raw_weights(raw_weights(tensors))
+        self.average = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        if self.average is not None and self.resume:  # the saved model is the average; the state has the rest
+            self.average.load_own_weights(raw_weights(tensors), source=self.out)
         if self.resume:
             restore_optimizer(self.optimizer, tensors, meta["optimizer"])
             states = rng_states(tensors)
@@ -322,54 +320,11 @@ class Trainer:
             ok = flag > 0
         if bool(ok):
             self.optimizer.step()
-            self._update_average(step)
+            if self.average is not None:
+                self.average.update(step)
             return float(loss.detach()), True
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()), False
-
-    # ----------------------------------------------------------------------------- weight average
-    @torch.no_grad()
-    def _update_average(self, step: int) -> None:
-        """average ← d·average + (1 − d)·weights, with d ramping up to ema_decay over the first steps."""
-        if self.average is None:
-            return
-        decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
-        for avg, (_, p) in zip(self.average, self.model.named_parameters(), strict=True):
-            avg.lerp_(p.detach(), 1 - decay)
-
-    @contextlib.contextmanager
-    def averaged_weights(self) -> Iterator[None]:
-        """The model holds the averaged weights inside this block (no-op without averaging)."""
-        if self.average is None:
-            yield
-            return
-        params = [p for _, p in self.model.named_parameters()]
-        with torch.no_grad():
-            own = [p.detach().clone() for p in params]
-            for p, avg in zip(params, self.average, strict=True):
-                p.copy_(avg)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, w in zip(params, own, strict=True):
-                    p.copy_(w)
-
-    def _raw_weights(self) -> dict[str, torch.Tensor] | None:
-        if self.average is None:
-            return None
-        return {name: p.detach() for name, p in self.model.named_parameters()}
-
-    @torch.no_grad()
-    def _load_raw_weights(self, raw: dict[str, torch.Tensor]) -> None:
-        params = dict(self.model.named_parameters())
-        if set(raw) != set(params):
-            raise TrainingError(
-                f"the training state in {self.out} has no optimiser weights for weight averaging "
-                "(it was written with --set ema_decay=0); resume with the settings it was started with"
-            )
-        for name, p in params.items():
-            p.copy_(raw[name].to(p.device, p.dtype))
 
     def validate(self) -> float | None:
         """Mean bits/dim over the held-out split, with fixed dequantisation noise."""
@@ -377,7 +332,7 @@ class Trainer:
             return None
         gen = torch.Generator().manual_seed(VAL_NOISE_SEED)
         total, count = 0.0, 0
-        with self.averaged_weights(), evaluating(self.model):
+        with averaged(self.average), evaluating(self.model):
             for start in range(0, len(self.val_idx), 256):
                 idx = self.val_idx[start : start + 256]
                 x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
@@ -391,7 +346,7 @@ class Trainer:
         """A 6x6 grid at temperature 0.7 from a fixed seed, so grids are comparable across steps."""
         from latentlab.render import make_grid, save_image
 
-        with self.averaged_weights(), evaluating(self.model):
+        with averaged(self.average), evaluating(self.model):
             x = self.model.sample(36, temperature=0.7, generator=torch.Generator().manual_seed(SAMPLE_SEED))
         path = self.out / "samples" / f"step_{step:06d}.png"
         save_image(path, make_grid(to_uint8(x.cpu(), self.cfg.model.n_bits), nrow=6))
@@ -409,9 +364,9 @@ class Trainer:
             rng=rng,
             config=self.cfg.to_dict(),
             extra={"metrics": metrics},
-            raw_weights=self._raw_weights(),
+            raw_weights=self.average.own_weights() if self.average is not None else None,
         )
-        with self.averaged_weights():
+        with averaged(self.average):
             save_model(self.model, self.out, step=step, metrics=metrics, extra={"train": self.cfg.to_dict()})
 
     def train(self) -> TrainResult:

@@ -228,6 +228,16 @@ def test_resume_with_weight_average_gives_the_same_parameters(toy_data, tmp_path
         assert torch.equal(a[key], b[key]), key
 
 
+def test_resume_with_weight_average_of_a_run_that_had_none_is_refused(toy_data, tmp_path):
+    """Its training state holds no optimiser weights apart from the model's: a clear error, not a guess."""
+    train(tiny_cfg(toy_data, max_steps=3), out=tmp_path / "plain", progress=False)
+    before = params(tmp_path / "plain")
+    with pytest.raises(TrainingError, match="no optimiser weights for weight averaging"):
+        train(tiny_cfg(toy_data, max_steps=6, ema_decay=0.9), out=tmp_path / "plain", resume=True, progress=False)
+    after = params(tmp_path / "plain")
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
 def test_resume_after_a_cut_between_writing_the_state_and_the_weights(toy_data, tmp_path):
     """Killed after the step-9 training state was written but before the step-9 weights: --resume picks the
     step-6 state that matches the weights on disk and ends exactly where an uninterrupted run does."""
