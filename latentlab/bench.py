@@ -111,7 +111,7 @@ def forward_flops(cfg: GlowConfig) -> float:
 
 
 def _resolve_device(name: str) -> torch.device:
-    from latentlab.train import resolve_device
+    from latentlab.devices import resolve_device
 
     return resolve_device(name)
 

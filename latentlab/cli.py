@@ -263,9 +263,9 @@ def sample(
       latentlab sample --model models/celeba64 --n 8 --temperature 0,0.5,0.7,1 --out temps.png
     """
     from latentlab.checkpoint import load_model
+    from latentlab.devices import resolve_device
     from latentlab.evaluate import sample_grid
     from latentlab.render import save_image
-    from latentlab.train import resolve_device
 
     temps = _parse_floats(temperature, "--temperature")
     if any(t < 0 for t in temps):
@@ -291,8 +291,8 @@ def evaluate(
     Example: latentlab evaluate --model models/celeba64 --data held_out/
     """
     from latentlab.checkpoint import load_model
+    from latentlab.devices import resolve_device
     from latentlab.evaluate import evaluate_folder
-    from latentlab.train import resolve_device
 
     glow = load_model(_model_or_last(model), device=resolve_device(device))
     result = evaluate_folder(glow, data, batch_size=batch_size, limit=limit, progress=not quiet)

@@ -37,8 +37,8 @@ FacesArgument = Annotated[
 def _load(model: Path | None, device: str) -> tuple[Glow, Path]:
     """The model (given, or the last trained) on the device, and the path it came from."""
     from latentlab.checkpoint import load_model
+    from latentlab.devices import resolve_device
     from latentlab.paths import last_trained_model
-    from latentlab.train import resolve_device
 
     path = model if model is not None else last_trained_model()
     return load_model(path, device=resolve_device(device)), path

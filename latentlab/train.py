@@ -8,7 +8,6 @@ uninterrupted one (on the same machine).
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from latentlab.adam import Adam
 from latentlab.averaging import WeightAverage, averaged
 from latentlab.checkpoint import load_model, save_model
 from latentlab.config import TrainConfig
+from latentlab.devices import resolve_device
 from latentlab.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
 from latentlab.errors import ConfigError, DataError, TrainingError
 from latentlab.flow import Glow, evaluating
@@ -41,6 +41,7 @@ from latentlab.runs import (
     save_train_state,
     truncate_metrics,
 )
+from latentlab.schedule import epoch_order, jitter_shifts, lr_at, split_indices
 
 SAMPLE_SEED = 1234
 VAL_NOISE_SEED = 4321
@@ -58,78 +59,6 @@ class TrainResult:
     stopped_by: str
     skipped_steps: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu; an unavailable device is a clear error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device auto or cpu")
-        return torch.device("cuda", local_rank)
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps was asked for but MPS is not available; use --device auto or cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} was asked for but no CUDA GPU is available; use --device auto or cpu")
-    return device
-
-
-def lr_at(step: int, cfg: TrainConfig, *, total_steps: int | None = None, time_fraction: float = 0.0) -> float:
-    """Learning rate for a 0-based step: linear warm-up, then constant or cosine to lr·min_lr_ratio.
-
-    The cosine ends at `total_steps` (from --max-steps or --epochs); with only a time limit it follows
-    the fraction of the time used, so a `--time-limit 15` run still ends on a small learning rate.
-    """
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule != "cosine":
-        return cfg.lr
-    if total_steps:
-        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-    else:
-        progress = time_fraction
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
-
-
-def split_indices(n: int, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded train/validation split of n images: (train indices, sorted validation indices)."""
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    n_val = min(cfg.val_max, int(n * cfg.val_fraction))
-    return order[n_val:], np.sort(order[:n_val])
-
-
-def jitter_shifts(jitter: float) -> list[tuple[float, float]]:
-    """The crop shifts (dx, dy) in output pixels that training draws from: the standard crop first."""
-    from latentlab.data.images import NO_SHIFT
-
-    if jitter == 0:
-        return [NO_SHIFT]
-    steps = (0.0, -jitter, jitter)
-    return [(dx, dy) for dy in steps for dx in steps]
-
-
-def epoch_order(train_idx: np.ndarray, *, seed: int, epoch: int, dist_info: DistInfo) -> np.ndarray:
-    """This rank's image indices for an epoch, as torch's DistributedSampler orders them (drop_last)."""
-    sampler = torch.utils.data.DistributedSampler(
-        range(len(train_idx)),
-        num_replicas=dist_info.world_size,
-        rank=dist_info.rank,
-        shuffle=True,
-        seed=seed,
-        drop_last=True,
-    )
-    sampler.set_epoch(epoch)
-    return train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
 
 
 def resolve_data(cfg: TrainConfig, *, progress: bool, dist_info: DistInfo) -> Path:

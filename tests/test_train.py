@@ -16,7 +16,8 @@ from latentlab.config import TrainConfig
 from latentlab.errors import ConfigError, OutputError, TrainingError
 from latentlab.flow import Glow
 from latentlab.runs import check_resume_config, run_lock
-from latentlab.train import lr_at, train
+from latentlab.schedule import lr_at
+from latentlab.train import train
 
 from .conftest import TINY_MODEL, tiny_train_cfg
 
