@@ -30,6 +30,7 @@ import torch
 
 from latentlab import __version__
 from latentlab.config import MEMORY_SAVING, GlowConfig
+from latentlab.devices import resolve_device
 from latentlab.errors import ConfigError, LatentlabError
 
 
@@ -108,12 +109,6 @@ def forward_flops(cfg: GlowConfig) -> float:
             macs += half * 2 * (channels - half) * 9 * size * size
             channels = channels - half
     return 2.0 * macs
-
-
-def _resolve_device(name: str) -> torch.device:
-    from latentlab.devices import resolve_device
-
-    return resolve_device(name)
 
 
 class _PeakMemory:
@@ -266,7 +261,7 @@ def run_benchmark(
         raise ConfigError("--malloc tuned needs glibc's mallopt (Linux)")
     bench = CONFIGS[config_name]
     cfg = bench.model
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
     sync = _synced(dev)
