@@ -53,6 +53,8 @@ class GlowConfig:
     conv3x3, as a coupling network); 0 gives the Glow paper's single zero-initialised 3x3 convolution.
     position_bias: give every coupling network (and split prior network) a learned bias per position and
     hidden channel, so it knows where in the image it is (aligned faces keep eyes and mouth in place).
+    dequantizer_steps: conditional couplings of a learned dequantiser q(u | image) (Flow++), trained with
+    the flow; 0 fills each bin with uniform noise, as Glow does. dequantizer_width: its hidden channels.
     """
 
     image_size: int = 32
@@ -65,6 +67,8 @@ class GlowConfig:
     learn_top: bool = True
     prior_width: int = 0
     position_bias: bool = False
+    dequantizer_steps: int = 0
+    dequantizer_width: int = 32
 
     def __post_init__(self) -> None:
         for name in ("image_size", "levels", "steps", "width", "n_bits"):
@@ -86,6 +90,10 @@ class GlowConfig:
             raise ConfigError(f"unknown permutation {self.permutation!r}; choose one of {', '.join(PERMUTATIONS)}")
         if isinstance(self.prior_width, bool) or not isinstance(self.prior_width, int) or self.prior_width < 0:
             raise ConfigError(f"prior_width must be an integer >= 0 (0: Glow's linear prior), got {self.prior_width!r}")
+        for name, least in (("dequantizer_steps", 0), ("dequantizer_width", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
         for name in ("learn_top", "position_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -121,7 +129,7 @@ class GlowConfig:
 
 
 # GlowConfig fields added after the first checkpoints were written, with the value those checkpoints imply
-_LATER_DEFAULTS = {"prior_width": 0, "position_bias": False}
+_LATER_DEFAULTS = {"prior_width": 0, "position_bias": False, "dequantizer_steps": 0, "dequantizer_width": 32}
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")

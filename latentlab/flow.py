@@ -23,6 +23,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from latentlab.config import GlowConfig
+from latentlab.dequantizer import Dequantizer
 from latentlab.errors import ConfigError
 from latentlab.flow_layers import (
     ActNorm,
@@ -44,7 +45,7 @@ from latentlab.flow_layers import (
 from latentlab.flow_layers import (
     ZeroConv2d as ZeroConv2d,  # re-exported: bench.py finds the output convolutions through this module
 )
-from latentlab.quantize import dequantize, n_bins, to_float
+from latentlab.quantize import bins_and_noise, dequantize, n_bins, to_float
 
 LOG_2PI = math.log(2 * math.pi)
 # oneDNN's convolutions (and their backward) run 1.2-1.6x faster on NHWC activations at these shapes
@@ -230,6 +231,11 @@ class Glow(nn.Module):
         top = (1, channels, size, size)
         self.top_mean = nn.Parameter(torch.zeros(top), requires_grad=config.learn_top)
         self.top_logs = nn.Parameter(torch.zeros(top), requires_grad=config.learn_top)
+        self.dequantizer = (
+            Dequantizer(config.n_bits, config.dequantizer_steps, config.dequantizer_width)
+            if config.dequantizer_steps
+            else None
+        )
 
     @property
     def latent_dim(self) -> int:
@@ -318,8 +324,8 @@ class Glow(nn.Module):
         return h, logdet
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The training objective's core: `log_prob(x)` (so DDP and torch.compile wrap the model directly)."""
-        return self.log_prob(x)
+        """The training objective's core: `log_likelihood(x)` (so DDP and torch.compile wrap the model directly)."""
+        return self.log_likelihood(x)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-0.5, 0.5] -> latents (B, D): every level's ε, flattened, in level order."""
@@ -361,15 +367,30 @@ class Glow(nn.Module):
         sq = sum(_wide(e).pow(2).flatten(1).sum(1) for e in eps_list)
         return -0.5 * (sq + self.latent_dim * LOG_2PI) + logdet
 
+    def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        """What training maximises and scoring reports, (B,) in nats, for x from `quantize.dequantize`.
+
+        Without a dequantiser this is `log_prob(x)`: uniform noise in each bin, as in the Glow paper.
+        With one, x's bins and uniform noise u₀ are read back from x (exactly), u₀ becomes u ~ q(u | bins),
+        and the value is log p(bins + u) − log q(u | bins): the same kind of bound on the discrete
+        log-likelihood, tighter as q learns where in each bin the density lies (Ho et al. 2019).
+        """
+        if self.dequantizer is None:
+            return self.log_prob(x)
+        bins, noise = bins_and_noise(x, self.config.n_bits)
+        x_dequantized, log_q = self.dequantizer(bins, noise)
+        return self.log_prob(x_dequantized.to(x.dtype)) - log_q
+
     def bits_per_dim(self, x_uint8: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Bits per dimension (B,) of uint8 images, as in the Glow paper.
 
-        Pixels are reduced to n_bits, dequantised with uniform noise, and the discretisation term
-        D·log(2**n_bits) is added: bpd = (−log p(x̃) + D·log n_bins) / (D·log 2).
+        Pixels are reduced to n_bits, dequantised with uniform noise (then the dequantiser's, if the
+        model has one), and the discretisation term D·log(2**n_bits) is added:
+        bpd = (−log_likelihood(x̃) + D·log n_bins) / (D·log 2).
         """
         dtype = self.top_mean.dtype
         x = dequantize(x_uint8, self.config.n_bits, generator=generator, dtype=dtype)
-        return self.bits_per_dim_from_log_prob(self.log_prob(x))
+        return self.bits_per_dim_from_log_prob(self.log_likelihood(x))
 
     def bits_per_dim_from_log_prob(self, log_prob: torch.Tensor) -> torch.Tensor:
         """Turn continuous log-densities (nats) of dequantised images into bits per dimension."""

@@ -30,7 +30,20 @@ def dequantize(
     """uint8 -> float in [-0.5, 0.5) with uniform noise filling each bin: the training input."""
     k = to_levels(x_uint8, n_bits).to(dtype)
     noise = torch.rand(k.shape, generator=generator, dtype=dtype, device="cpu").to(k.device)
+    # below 1 by a margin, so k + noise never rounds up to the next bin: `bins_and_noise` is exact
+    noise.clamp_(max=1 - NOISE_MARGIN)
     return (k + noise) / n_bins(n_bits) - 0.5
+
+
+# 2**-16 of a bin: k + u (k < 256) keeps 16 fractional bits in float32, so no sum rounds up to k + 1
+NOISE_MARGIN = 2.0**-16
+
+
+def bins_and_noise(x: torch.Tensor, n_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dequantised x -> (levels k, noise u in [0, 1)) with x = (k + u)/n_bins − 0.5; exact for `dequantize`'s output."""
+    t = (x + 0.5) * n_bins(n_bits)
+    k = torch.floor(t).clamp_(0, n_bins(n_bits) - 1)
+    return k, (t - k).clamp_(0, 1 - NOISE_MARGIN)
 
 
 def to_uint8(x: torch.Tensor, n_bits: int) -> torch.Tensor:

@@ -266,7 +266,7 @@ class Trainer:
                 idx = self.val_idx[start : start + 256]
                 x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
                 x = dequantize(x8, self.cfg.model.n_bits, generator=gen).to(self.device)
-                bpd = self.model.bits_per_dim_from_log_prob(self.model.log_prob(x))
+                bpd = self.model.bits_per_dim_from_log_prob(self.model.log_likelihood(x))
                 total += float(bpd.double().sum())
                 count += len(idx)
         return total / count

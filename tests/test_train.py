@@ -266,3 +266,20 @@ def test_resume_accepts_a_run_saved_before_prior_width_existed():
     wider = TrainConfig().replace(model={"prior_width": 64}).to_dict()
     with pytest.raises(ConfigError, match="different model architecture"):
         check_resume_config(older, wider)
+
+
+def test_resume_with_a_dequantizer_gives_the_same_parameters(toy_data, tmp_path):
+    """The learned dequantiser trains with the flow, under bf16 autocast too, and resumes exactly."""
+    model = dict(TINY_MODEL, dequantizer_steps=1, dequantizer_width=8)
+    cfg = dict(model=model, val_every=3)
+    train(tiny_cfg(toy_data, max_steps=6, **cfg), out=tmp_path / "straight", progress=False)
+    train(tiny_cfg(toy_data, max_steps=3, **cfg), out=tmp_path / "resumed", progress=False)
+    train(tiny_cfg(toy_data, max_steps=6, **cfg), out=tmp_path / "resumed", resume=True, progress=False)
+    a, b = params(tmp_path / "straight"), params(tmp_path / "resumed")
+    assert any(key.startswith("dequantizer.") for key in a)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not torch.equal(
+        a["dequantizer.couplings.0.4.weight"], torch.zeros_like(a["dequantizer.couplings.0.4.weight"])
+    )
+    result = train(tiny_cfg(toy_data, max_steps=3, precision="bf16", **cfg), out=tmp_path / "bf16", progress=False)
+    assert all(torch.isfinite(torch.tensor(r["train_bpd"])) for r in result.history if "train_bpd" in r)
