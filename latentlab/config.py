@@ -71,7 +71,7 @@ class GlowConfig:
     dequantizer_width: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "levels", "steps", "width", "n_bits"):
+        for name in ("image_size", "levels", "steps", "width", "n_bits", "dequantizer_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
@@ -88,12 +88,10 @@ class GlowConfig:
             raise ConfigError(f"unknown coupling {self.coupling!r}; choose one of {', '.join(COUPLINGS)}")
         if self.permutation not in PERMUTATIONS:
             raise ConfigError(f"unknown permutation {self.permutation!r}; choose one of {', '.join(PERMUTATIONS)}")
-        if isinstance(self.prior_width, bool) or not isinstance(self.prior_width, int) or self.prior_width < 0:
-            raise ConfigError(f"prior_width must be an integer >= 0 (0: Glow's linear prior), got {self.prior_width!r}")
-        for name, least in (("dequantizer_steps", 0), ("dequantizer_width", 1)):
+        for name, zero_means in (("prior_width", "Glow's linear prior"), ("dequantizer_steps", "uniform noise")):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0 (0: {zero_means}), got {value!r}")
         for name in ("learn_top", "position_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -21,6 +21,7 @@ from torch import nn
 from latentlab.flow_layers import _exact, _wide, squeeze, unsqueeze
 
 CHANNELS = 12  # the noise of a 3-channel image, squeezed: every 2x2 block of pixels as channels
+HALF = CHANNELS // 2  # each coupling updates one half from the other
 
 
 def _log_logistic_density(e: torch.Tensor) -> torch.Tensor:
@@ -41,7 +42,6 @@ class Dequantizer(nn.Module):
     def __init__(self, n_bits: int, steps: int, width: int) -> None:
         super().__init__()
         self.bins = 2**n_bits
-        half = CHANNELS // 2
         # features of the image's bins, shared by every coupling: two 3x3 layers (a 5x5 view at H/2)
         self.features = nn.Sequential(
             nn.Conv2d(CHANNELS, width, 3, padding=1),
@@ -51,11 +51,11 @@ class Dequantizer(nn.Module):
         )
         self.couplings = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(half + width, width, 3, padding=1),
+                nn.Conv2d(HALF + width, width, 3, padding=1),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(width, width, 1),
                 nn.ReLU(inplace=True),
-                _zero_conv(width, 2 * half),  # (shift, scale logit) of the other half: zero, the identity
+                _zero_conv(width, 2 * HALF),  # (shift, scale logit) of the other half: zero, the identity
             )
             for _ in range(steps)
         )
@@ -67,9 +67,8 @@ class Dequantizer(nn.Module):
             e = squeeze(torch.logit(noise.clamp(1e-6, 1 - 1e-6)))  # standard logistic noise
             log_q = _log_logistic_density(_wide(e))
         context = self.features(squeeze(bins / self.bins - 0.5).to(e.dtype))
-        half = CHANNELS // 2
         for net in self.couplings:
-            a, b = e[:, :half], e[:, half:]
+            a, b = e[:, :HALF], e[:, HALF:]
             shift, raw = _wide(net(torch.cat([a, context.to(a.dtype)], dim=1))).chunk(2, dim=1)
             with _exact(e):
                 log_scale = math.log(2.0) + F.logsigmoid(raw)  # scales in (0, 2), 1 at the start

@@ -42,12 +42,17 @@ NOISE_MARGIN = 2.0**-16
 def bins_and_noise(x: torch.Tensor, n_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Dequantised x -> (levels k, noise u in [0, 1)) with x = (k + u)/n_bins − 0.5; exact for `dequantize`'s output."""
     t = (x + 0.5) * n_bins(n_bits)
-    k = torch.floor(t).clamp_(0, n_bins(n_bits) - 1)
+    k = _bin_of(t, n_bits)
     return k, (t - k).clamp_(0, 1 - NOISE_MARGIN)
+
+
+def _bin_of(t: torch.Tensor, n_bits: int) -> torch.Tensor:
+    """The bin index of t = (x + 0.5)·n_bins, as a float tensor: values outside [-0.5, 0.5) join the end bins."""
+    return torch.floor(t).clamp_(0, n_bins(n_bits) - 1)
 
 
 def to_uint8(x: torch.Tensor, n_bits: int) -> torch.Tensor:
     """float in [-0.5, 0.5) -> uint8 for viewing: the bin of each value, spread over 0..255."""
     bins = n_bins(n_bits)
-    k = torch.floor((x.detach().float() + 0.5) * bins).clamp_(0, bins - 1)
+    k = _bin_of((x.detach().float() + 0.5) * bins, n_bits)
     return torch.round(k * (255.0 / (bins - 1))).to(torch.uint8)
