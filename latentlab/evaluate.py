@@ -80,7 +80,11 @@ def evaluate_folder(
 def sample_grid(
     model: Glow, *, n: int, temperatures: list[float], seed: int = 0, nrow: int | None = None
 ) -> np.ndarray:
-    """A grid (H, W, 3) uint8: one row block per temperature, the same ε for every temperature."""
+    """A grid (H, W, 3) uint8: one row block per temperature, the same ε for every temperature.
+
+    Temperatures up to 1 decode as `Glow.sample` does, saturating: a rare sample whose exact inverse
+    overflows shows saturated pixels instead of failing the grid. Above 1, an overflow is an error.
+    """
     from latentlab.render import make_grid
 
     gen = torch.Generator().manual_seed(seed)
@@ -88,7 +92,7 @@ def sample_grid(
     images = []
     with evaluating(model):
         for t in temperatures:
-            x = model.decode((t * eps).to(model.top_mean.device))
+            x = model.decode((t * eps).to(model.top_mean.device), saturate=t <= 1)
             if not bool(torch.isfinite(x).all()):  # NaN pixels would be written as arbitrary colours
                 raise ConfigError(
                     f"temperature {t:g} is too high for this model: it decodes to NaN or inf; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -410,3 +411,22 @@ def test_position_bias_gradient_equals_plain_autograd(layout):
     with torch.no_grad():  # the inference path adds the same values, whatever the layout
         added = _add_position(x.clone(memory_format=torch.preserve_format), position)
     assert added.is_contiguous(memory_format=layout) and torch.equal(added, x + position)
+
+
+def test_sample_grid_saturates_up_to_temperature_one_and_refuses_overflow_above():
+    """A temperature the error message recommends (0 to 1) never fails the grid; above 1 an overflow is refused."""
+    from latentlab.evaluate import sample_grid
+
+    torch.manual_seed(3)
+    model = Glow(GlowConfig(image_size=16, levels=2, steps=3, width=16))
+    model.initialize(torch.rand(8, 3, 16, 16) - 0.5)
+    perturb(model, 0.02)
+    with torch.no_grad():
+        model.top_logs.fill_(math.log(30.0))  # a wide top prior: samples at T = 1 land far off the data
+    with evaluating(model):
+        eps = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(0))
+        assert not torch.isfinite(model.decode(eps)).all()  # the exact inverse overflows at T = 1
+    grid = sample_grid(model, n=4, temperatures=[0.5, 1.0])
+    assert grid.dtype == np.uint8 and grid.ndim == 3
+    with pytest.raises(ConfigError, match="temperature 2 is too high"):
+        sample_grid(model, n=4, temperatures=[0.5, 2.0])
