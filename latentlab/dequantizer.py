@@ -22,6 +22,9 @@ from latentlab.flow_layers import _exact, _wide, squeeze, unsqueeze
 
 CHANNELS = 12  # the noise of a 3-channel image, squeezed: every 2x2 block of pixels as channels
 HALF = CHANNELS // 2  # each coupling updates one half from the other
+# channels-last activations, as in the flow: its networks' forward and backward take ~25% less time
+# (17-24 against 23-32 ms a batch of 16 at 32 px, 2 threads; BENCHMARKS.md)
+LAYOUT = torch.channels_last
 
 
 def _log_logistic_density(e: torch.Tensor) -> torch.Tensor:
@@ -64,9 +67,9 @@ class Dequantizer(nn.Module):
         """bins (B, 3, H, W) integer levels, noise u₀ (B, 3, H, W) uniform in [0, 1) ->
         (dequantised image (bins + u)/n_bins − 0.5, log q(u | bins) (B,) in nats)."""
         with _exact(noise):
-            e = squeeze(torch.logit(noise.clamp(1e-6, 1 - 1e-6)))  # standard logistic noise
+            e = squeeze(torch.logit(noise.clamp(1e-6, 1 - 1e-6)), LAYOUT)  # standard logistic noise
             log_q = _log_logistic_density(_wide(e))
-        context = self.features(squeeze(bins / self.bins - 0.5).to(e.dtype))
+        context = self.features(squeeze(bins / self.bins - 0.5, LAYOUT).to(e.dtype))
         for net in self.couplings:
             a, b = e[:, :HALF], e[:, HALF:]
             shift, raw = _wide(net(torch.cat([a, context.to(a.dtype)], dim=1))).chunk(2, dim=1)
