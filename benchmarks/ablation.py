@@ -7,6 +7,7 @@ Every variant runs `latentlab.bench.run_benchmark` in fresh processes (inference
   no-channels-last   activations in the contiguous (NCHW) layout
   no-weight-cache    folded inference weights recomputed at every encode/decode call
   no-gemm-1x1        inference 1x1 convolutions through conv2d instead of a GEMM over pixels
+  no-padded-weights  cached inference weights as folded: output convolutions not padded to 16 channels, NCHW
   torch-adam         torch.optim.Adam with its CPU default (a loop over parameters); imports torch._dynamo
   before             latentlab/flow.py as it was before the performance work (commit 896db9d), torch.optim.Adam
 
@@ -37,6 +38,7 @@ PATCHES: dict[str, tuple[str, str]] = {  # variant -> (code run before the bench
         "f._conv1x1 = fl._conv1x1 = lambda x, w, b: F.conv2d(x, w[:, :, None, None], b)",
         "latentlab",
     ),
+    "no-padded-weights": ("import latentlab.flow as f\nf.inference_layout = lambda net: net", "latentlab"),
     "torch-adam": ("", "torch-loop"),
     "before": (
         "import subprocess, types, latentlab\n"

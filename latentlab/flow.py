@@ -39,6 +39,7 @@ from latentlab.flow_layers import (
     _params_key,
     _use_cache,
     _wide,
+    inference_layout,
     squeeze,
     unsqueeze,
 )
@@ -103,7 +104,8 @@ class FlowStep(nn.Module):
         key = (*_params_key(self), like.dtype, like.device)
         cached = self._cache.get(reverse)
         if cached is None or cached[0] != key:
-            cached = self._cache[reverse] = (key, fold_steps([self], like, reverse=reverse)[0])
+            folded = fold_steps([self], like, reverse=reverse)[0]
+            cached = self._cache[reverse] = (key, folded._replace(net=inference_layout(folded.net)))
         return cached[1]
 
     def apply_folded(self, x: torch.Tensor, folded: Folded) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ import torch
 from latentlab import Glow, GlowConfig
 from latentlab.errors import ConfigError
 from latentlab.flow import FlowStep, evaluating, fold_steps
-from latentlab.flow_layers import ActNorm, Coupling, InvConv1x1, Split, squeeze, unsqueeze
+from latentlab.flow_layers import CHANNEL_BLOCK, ActNorm, Coupling, InvConv1x1, Split, squeeze, unsqueeze
 
 
 def perturb(module: torch.nn.Module, scale: float, seed: int = 0) -> None:
@@ -346,6 +346,24 @@ def test_batched_folding_equals_folding_each_step():
             alone = fold_steps([step], x, reverse=reverse)[0]
             for a, b in zip([*got.mix, *got.net, got.logdet], [*alone.mix, *alone.net, alone.logdet], strict=True):
                 assert torch.allclose(a, b, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("coupling", ["affine", "additive"])
+def test_cached_inference_weights_are_padded_and_give_the_same_outputs(coupling):
+    step = FlowStep(12, GlowConfig(image_size=4, levels=1, steps=1, width=6, coupling=coupling)).double()
+    perturb(step, 0.3)
+    x = torch.randn(3, 12, 5, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y, logdet = step(x)  # training mode: folded afresh, no padding
+        step.eval()
+        y_cached, logdet_cached = step(x)
+        w1, w3 = step.folded(x).net[0], step.folded(x).net[4]
+    out = 12 if coupling == "affine" else 6
+    assert w3.shape[0] == CHANNEL_BLOCK and not w3[out:].any()  # zero rows up to a block of channels
+    assert w1.is_contiguous(memory_format=torch.channels_last) and w3.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(y_cached, y, atol=1e-13) and torch.allclose(logdet_cached, logdet, atol=1e-12)
+    with torch.no_grad():
+        assert torch.allclose(step.reverse(y_cached), x, atol=1e-12)
 
 
 def test_step_cache_follows_updates_and_training_drops_it():
