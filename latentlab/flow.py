@@ -114,6 +114,13 @@ class FlowStep(nn.Module):
             h = _conv1x1(x, *folded.mix)
         return self.coupling(h, folded.net)
 
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """forward(x)'s output without the log-det, for encode."""
+        folded = self.folded(x)
+        with _exact(x):
+            h = _conv1x1(x, *folded.mix)
+        return self.coupling.transform(h, folded.net)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._init_pending():
             x, logdet = self.norm(x)
@@ -281,14 +288,19 @@ class Glow(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
             raise ConfigError(f"expected images of shape (B, 3, {size}, {size}), got {tuple(x.shape)}")
 
-    def _flow(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """x -> (standardised ε of every level, log|det ∂ε/∂x| of shape (B,))."""
+    def _flow(self, x: torch.Tensor, *, with_logdet: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """x -> (standardised ε of every level, log|det ∂ε/∂x| of shape (B,), zeros without `with_logdet`)."""
         logdet = torch.zeros(x.shape[0], device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
         eps_list: list[torch.Tensor] = []
         h = x
         for level, steps in enumerate(self.levels):
-            h, ld = self._run_level(steps, squeeze(h, ACTIVATIONS))
-            logdet = logdet + ld
+            h = squeeze(h, ACTIVATIONS)
+            if with_logdet:
+                h, ld = self._run_level(steps, h)
+                logdet = logdet + ld
+            else:
+                for step in steps:
+                    h = step.transform(h)
             if level < len(self.splits):
                 h, eps, ld = self.splits[level](h)
                 eps_list.append(eps)
@@ -332,7 +344,7 @@ class Glow(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [-0.5, 0.5] -> latents (B, D): every level's ε, flattened, in level order."""
         self._check_input(x)
-        eps_list, _ = self._flow(x)
+        eps_list, _ = self._flow(x, with_logdet=False)
         return torch.cat([e.flatten(1) for e in eps_list], dim=1)
 
     def decode(self, z: torch.Tensor, *, saturate: bool = False) -> torch.Tensor:
