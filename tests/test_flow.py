@@ -366,6 +366,17 @@ def test_cached_inference_weights_are_padded_and_give_the_same_outputs(coupling)
         assert torch.allclose(step.reverse(y_cached), x, atol=1e-12)
 
 
+def test_encode_without_log_dets_gives_the_latents_of_the_full_flow():
+    model = tiny_model(prior_width=5, position_bias=True)
+    perturb(model, 0.3)
+    x = torch.rand(3, 3, 4, 4, dtype=torch.float64) - 0.5
+    for mode in (True, False):  # folded afresh (training) and the cached inference weights
+        model.train(mode)
+        with torch.no_grad():
+            eps_list, _ = model._flow(x)
+            assert torch.equal(model.encode(x), torch.cat([e.flatten(1) for e in eps_list], dim=1))
+
+
 def test_step_cache_follows_updates_and_training_drops_it():
     model = tiny_model(dtype=torch.float32)
     step = model.levels[0][0]
