@@ -26,7 +26,11 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, step: int) -> None:
-        """average ← d·average + (1 − d)·weights, with d ramping up to `decay` over the first steps."""
+        """average ← d·average + (1 − d)·weights, d = min(decay, (1 + step)/(10 + step)).
+
+        In short runs the ramp, not `decay`, sets d (0.999 binds only after step 8991); it weights step j
+        about as j⁸, and wider or narrower averages measured no better (BENCHMARKS.md).
+        """
         decay = min(self.decay, (1 + step) / (10 + step))
         for avg, p in zip(self.average, self.model.parameters(), strict=True):
             avg.lerp_(p.detach(), 1 - decay)

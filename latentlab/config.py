@@ -147,6 +147,7 @@ class TrainConfig:
     are near-free extra data for small sets. Validation and evaluation keep the standard crop.
     ema_decay: keep an exponential moving average of the weights (Polyak averaging, as openai/glow
     does) with this decay, 0 for none; the saved model, validation and sample grids use the average.
+    The decay ramps up as min(ema_decay, (1 + step)/(10 + step)), so 0.999 binds only after step 8991.
     time_limit is in minutes; lr warms up linearly over warmup_steps, then stays constant or
     follows a cosine to lr·min_lr_ratio at max_steps (or, with only a time limit, at the time limit).
     """
