@@ -47,6 +47,7 @@ from latentlab.flow_layers import (
     ZeroConv2d as ZeroConv2d,  # re-exported: bench.py finds the output convolutions through this module
 )
 from latentlab.quantize import bins_and_noise, dequantize, n_bins, to_float
+from latentlab.reversible import InvertibleSteps, trainable
 
 LOG_2PI = math.log(2 * math.pi)
 # oneDNN's convolutions (and their backward) run 1.2-1.6x faster on NHWC activations at these shapes
@@ -101,7 +102,7 @@ class FlowStep(nn.Module):
         """This step's folded weights (for its reverse if asked), cached for inference (see `_use_cache`)."""
         if not _use_cache(self):
             return fold_steps([self], like, reverse=reverse)[0]
-        key = (*_params_key(self), like.dtype, like.device)
+        key = (*_params_key(self), like.dtype, like.device, torch.is_autocast_enabled(like.device.type))
         cached = self._cache.get(reverse)
         if cached is None or cached[0] != key:
             folded = fold_steps([self], like, reverse=reverse)[0]
@@ -144,6 +145,8 @@ def fold_steps(steps: Sequence[FlowStep], like: torch.Tensor, *, reverse: bool =
     Batching turns ~25 small operations per step (and as many autograd nodes) into ~25 per level:
     most of what eager training otherwise spends outside the convolutions. Always in full precision.
     """
+    kind = like.device.type
+    net_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
     with _exact(like):
         logs = torch.stack([s.norm.logs for s in steps]).flatten(1)  # (K, C)
         loc = torch.stack([s.norm.loc for s in steps]).flatten(1)
@@ -157,62 +160,10 @@ def fold_steps(steps: Sequence[FlowStep], like: torch.Tensor, *, reverse: bool =
         else:
             scale = torch.exp(logs)
             mix_w, mix_b = matrices * scale[:, None, :], (matrices @ (scale * loc)[:, :, None])[:, :, 0]
-        nets = _fold_nets([s.coupling.net for s in steps])
+        nets = _fold_nets([s.coupling.net for s in steps], net_dtype)  # networks run in autocast's dtype
         per_pixel = (logs.sum(1) + _log_abs_dets(convs, like).to(logs)).unbind()
         mixes = zip(mix_w.unbind(), mix_b.unbind(), strict=True)
         return [Folded(m, n, ld) for m, n, ld in zip(mixes, nets, per_pixel, strict=True)]
-
-
-class _InvertibleSteps(torch.autograd.Function):
-    """Run a level's flow steps keeping only the output; backward rebuilds each step's input by inversion.
-
-    Forward runs without a graph. Backward walks the steps from the last: x = step⁻¹(y) (no graph),
-    then step(x) again with a graph for that one step, back-propagated at once. Activation memory is
-    one step's, whatever the depth (as in Gomez et al. 2017, "The Reversible Residual Network").
-    Inputs: the steps, x, then every step's parameters (so autograd routes their gradients here).
-    """
-
-    @staticmethod
-    def forward(ctx, steps: nn.ModuleList, x: torch.Tensor, *params: torch.Tensor):
-        ctx.steps = steps
-        ctx.autocast = torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type)
-        logdet = None
-        with torch.no_grad():
-            for step in steps:
-                x, ld = step(x)
-                logdet = ld if logdet is None else logdet + ld
-        ctx.save_for_backward(x)
-        return x, logdet
-
-    @staticmethod
-    def backward(ctx, grad_y: torch.Tensor, grad_logdet: torch.Tensor):
-        (y,) = ctx.saved_tensors
-        enabled, dtype = ctx.autocast
-        grads: dict[nn.Parameter, torch.Tensor | None] = {}
-        for i in reversed(range(len(ctx.steps))):
-            step = ctx.steps[i]
-            with torch.no_grad(), torch.autocast(y.device.type, dtype=dtype, enabled=enabled):
-                x = step.reverse(y)  # the coupling networks run as in forward, so this is the exact inverse
-            needs_x = i > 0 or ctx.needs_input_grad[1]
-            x = x.detach().requires_grad_(needs_x)
-            params = _trainable([step])
-            with torch.enable_grad(), torch.autocast(y.device.type, dtype=dtype, enabled=enabled):
-                y_again, logdet = step(x)
-            outs, grad_outs = [y_again], [grad_y]
-            if logdet.requires_grad:  # (an additive step's log-det is a constant)
-                outs.append(logdet)
-                grad_outs.append(grad_logdet)
-            got = torch.autograd.grad(outs, [x, *params] if needs_x else params, grad_outs, allow_unused=True)
-            if needs_x:
-                grad_y, got = got[0], got[1:]
-            grads.update(zip(params, got, strict=True))
-            y = x.detach()
-        param_grads = [grads[p] for p in _trainable(ctx.steps)]
-        return None, grad_y if ctx.needs_input_grad[1] else None, *param_grads
-
-
-def _trainable(steps: Sequence[nn.Module]) -> list[nn.Parameter]:
-    return [p for step in steps for p in step.parameters() if p.requires_grad]
 
 
 class Glow(nn.Module):
@@ -319,7 +270,7 @@ class Glow(nn.Module):
         if any(step._init_pending() for step in steps):
             saving = "step by step"  # data-dependent initialisation sees every layer unfolded
         if saving == "invertible":
-            return _InvertibleSteps.apply(steps, h, *_trainable(steps))
+            return InvertibleSteps.apply(steps, h, *trainable(steps))
         if saving in ("checkpoint", "step by step"):
             logdet = None
             for step in steps:

@@ -425,20 +425,20 @@ def test_saturating_decode_is_exact_on_data_and_finite_far_from_it():
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_position_bias_gradient_equals_plain_autograd(layout):
     """The in-place position add's own backward gives what autograd gives for h + position."""
-    from latentlab.flow_layers import _add_position
+    from latentlab.position_bias import add_position
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 5, 5, dtype=torch.float64, generator=g).contiguous(memory_format=layout)
     position = torch.randn(1, 4, 5, 5, dtype=torch.float64, generator=g).requires_grad_()
     weights = torch.randn(3, 4, 5, 5, dtype=torch.float64, generator=g)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    (torch.relu(_add_position(x1 * 2.0, position)) * weights).sum().backward()
+    (torch.relu(add_position(x1 * 2.0, position)) * weights).sum().backward()
     ours = position.grad.clone()
     position.grad = None
     (torch.relu(x2 * 2.0 + position) * weights).sum().backward()
     assert torch.allclose(ours, position.grad, rtol=1e-12) and torch.allclose(x1.grad, x2.grad, rtol=1e-12)
     with torch.no_grad():  # the inference path adds the same values, whatever the layout
-        added = _add_position(x.clone(memory_format=torch.preserve_format), position)
+        added = add_position(x.clone(memory_format=torch.preserve_format), position)
     assert added.is_contiguous(memory_format=layout) and torch.equal(added, x + position)
 
 
@@ -459,3 +459,28 @@ def test_sample_grid_saturates_up_to_temperature_one_and_refuses_overflow_above(
     assert grid.dtype == np.uint8 and grid.ndim == 3
     with pytest.raises(ConfigError, match="temperature 2 is too high"):
         sample_grid(model, n=4, temperatures=[0.5, 2.0])
+
+
+def test_bf16_folded_weights_cast_once_give_what_autocast_gives(monkeypatch):
+    """Under bf16 autocast the folded network weights are cast per level, not per convolution: same numbers."""
+    import latentlab.flow as flow_module
+    from latentlab.flow_layers import _fold_nets
+
+    model = tiny_model(torch.float32, image_size=8, position_bias=True, prior_width=8).train()
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)) - 0.5
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            log_prob = model.log_likelihood(x)
+        log_prob.float().sum().backward()
+        return log_prob.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert all(t.dtype == torch.bfloat16 for t in fold_steps(model.levels[0], x[:, :, :4, :4])[0].net)
+    once, once_grads = run()
+    monkeypatch.setattr(flow_module, "_fold_nets", lambda nets, dtype=None: _fold_nets(nets))
+    per_conv, per_conv_grads = run()
+    assert torch.equal(once, per_conv)
+    assert len(once_grads) == len(per_conv_grads)
+    assert all(torch.equal(a, b) for a, b in zip(once_grads, per_conv_grads, strict=True))
