@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from latentlab import __version__
-from latentlab.config import MEMORY_SAVING, GlowConfig
-from latentlab.devices import resolve_device
+from latentlab.config import MEMORY_SAVING, PRECISIONS, GlowConfig
+from latentlab.devices import resolve_device, resolve_precision
 from latentlab.errors import ConfigError, LatentlabError
 
 
@@ -253,8 +253,8 @@ def run_benchmark(
         raise ConfigError(f"unknown memory saving {memory_saving!r}; choose one of {', '.join(MEMORY_SAVING)}")
     if adam not in ADAM_IMPLEMENTATIONS:
         raise ConfigError(f"unknown Adam implementation {adam!r}; choose one of {', '.join(ADAM_IMPLEMENTATIONS)}")
-    if precision not in ("fp32", "bf16"):
-        raise ConfigError(f"unknown precision {precision!r}; choose fp32 or bf16")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if malloc not in ("default", "tuned"):
         raise ConfigError(f"unknown malloc setting {malloc!r}; choose default or tuned")
     if malloc == "tuned" and not tune_malloc():
@@ -262,6 +262,7 @@ def run_benchmark(
     bench = CONFIGS[config_name]
     cfg = bench.model
     dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)  # 'auto' is reported as what it chose
     if threads is not None:
         torch.set_num_threads(threads)
     sync = _synced(dev)
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--memory-saving", default="none", choices=MEMORY_SAVING)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--infer-batch", type=int, default=None)
     parser.add_argument("--adam", default="latentlab", choices=sorted(ADAM_IMPLEMENTATIONS))

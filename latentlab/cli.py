@@ -183,7 +183,10 @@ def train(
     time_limit: Annotated[float | None, typer.Option(help="Stop cleanly after this many minutes.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for initialisation, data order and noise.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32 or bf16 (autocast; log-dets stay float32).")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="fp32, bf16 (autocast; log-dets stay float32), or auto: bf16 where the CPU or GPU has it."),
+    ] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Use torch.compile.")] = None,
     grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm to this.")] = None,
     memory_saving: Annotated[
@@ -240,7 +243,7 @@ def train(
     val = "n/a" if result.val_bpd is None else f"{result.val_bpd:.4f}"
     console.print(
         f"[green]trained[/] {result.step} steps ({result.stopped_by}): train {result.train_bpd:.4f} bits/dim, "
-        f"held-out {val} bits/dim, {result.images_per_second:.1f} img/s"
+        f"held-out {val} bits/dim, {result.images_per_second:.1f} img/s, {result.precision}"
         + (f", {result.skipped_steps} non-finite steps skipped" if result.skipped_steps else "")
     )
     console.print(f"run folder: {result.out}  (samples in {result.out / 'samples'})")

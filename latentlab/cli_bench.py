@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from latentlab.cli import app, console, fail, handles_errors
+from latentlab.config import PRECISIONS
 
 ROWS = [  # (result key, label, format)
     ("parameters", "parameters", "{:,}"),
@@ -41,7 +42,7 @@ def bench(
     warmup: Annotated[int, typer.Option(min=1, help="Untimed iterations before timing.")] = 2,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: torch's choice).")] = None,
     memory_saving: Annotated[str, typer.Option(help="none, checkpoint or invertible (training only).")] = "none",
-    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast for training).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 (autocast, training) or auto (bf16 if native).")] = "fp32",
     compile: Annotated[
         bool, typer.Option("--compile/--no-compile", help="torch.compile the training step (inference stays eager).")
     ] = False,
@@ -67,8 +68,8 @@ def bench(
         raise fail(f"--config takes names from {', '.join(CONFIGS)}, comma-separated; got {config!r}", 2)
     if memory_saving not in MEMORY_SAVING:
         raise fail(f"--memory-saving must be one of {', '.join(MEMORY_SAVING)}, got {memory_saving!r}", 2)
-    if precision not in ("fp32", "bf16"):
-        raise fail(f"--precision must be fp32 or bf16, got {precision!r}", 2)
+    if precision not in PRECISIONS:
+        raise fail(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", 2)
     options = dict(
         device=device,
         repeats=repeats,
@@ -90,7 +91,7 @@ def bench(
     first = results[0]
     table = Table(
         title=f"{first['device_name']} ({first['device']}), torch {first['torch']}, "
-        f"{first['threads']} threads, memory saving {memory_saving}, {precision}"
+        f"{first['threads']} threads, memory saving {memory_saving}, {first['precision']}"
     )
     table.add_column("")
     for r in results:

@@ -130,7 +130,8 @@ class GlowConfig:
 _LATER_DEFAULTS = {"prior_width": 0, "position_bias": False, "dequantizer_steps": 0, "dequantizer_width": 32}
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16")
+# "auto": bf16 autocast where the device computes bf16 natively, float32 elsewhere (devices.has_fast_bf16)
+PRECISIONS = ("fp32", "bf16", "auto")
 MEMORY_SAVING = ("none", "checkpoint", "invertible")
 SCHEDULES = ("constant", "cosine")
 

@@ -28,3 +28,24 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name} was asked for but no CUDA GPU is available; use --device auto or cpu")
     return device
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix maths runs natively here: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX.
+
+    On such CPUs oneDNN's bf16 convolutions run about twice as fast as float32 (BENCHMARKS.md); on others
+    bf16 is emulated and slower, so `--precision auto` keeps float32 there.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":  # torch.cpu's probes are private: without them, assume no
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where the device has fast bf16 (`has_fast_bf16`), else 'fp32'; others unchanged."""
+    if name == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return name

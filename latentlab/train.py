@@ -22,7 +22,7 @@ from latentlab.adam import Adam
 from latentlab.averaging import WeightAverage, averaged
 from latentlab.checkpoint import load_model, save_model
 from latentlab.config import TrainConfig
-from latentlab.devices import resolve_device
+from latentlab.devices import resolve_device, resolve_precision
 from latentlab.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
 from latentlab.errors import ConfigError, DataError, TrainingError
 from latentlab.flow import Glow, evaluating
@@ -58,6 +58,7 @@ class TrainResult:
     images_per_second: float
     stopped_by: str
     skipped_steps: int = 0
+    precision: str = "fp32"
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -109,6 +110,7 @@ class Trainer:
         cfg = self.cfg
         self.dist = setup_distributed(cfg.device)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
+        self.precision = resolve_precision(cfg.precision, self.device)  # 'auto' decided here, per machine
         if self.dist.is_main:
             check_run_folder(self.out, resume=self.resume, force=self.force)
         torch.manual_seed(cfg.seed)
@@ -236,7 +238,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, cfg, total_steps=self.total_steps, time_fraction=time_fraction)
         x = self._batch(step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             log_prob = self.net(x)
         loss = self.model.bits_per_dim_from_log_prob(log_prob.float()).mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -379,6 +381,7 @@ class Trainer:
             images_per_second=images / max(elapsed, 1e-9),
             stopped_by=stopped_by,
             skipped_steps=skipped,
+            precision=self.precision,
             history=self.history,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import latentlab.cli_bench  # noqa: F401  (registers `bench` on the app)
@@ -49,6 +50,14 @@ def test_memory_saving_modes_are_measured(mode):
     check(run_benchmark("tiny", device="cpu", threads=1, repeats=1, warmup=1, memory_saving=mode), memory_saving=mode)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_reports_what_it_chose(monkeypatch, fast):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    result = run_benchmark("tiny", device="cpu", threads=1, repeats=1, warmup=1, precision="auto", phases=("train",))
+    assert result["precision"] == ("bf16" if fast else "fp32") and result["train_images_per_s"] > 0
+
+
 def test_isolated_run_prints_json_from_its_own_process():
     check(run_isolated("tiny", device="cpu", threads=1, repeats=1, warmup=1, timeout=300))
 
@@ -78,6 +87,8 @@ def test_bad_names_are_clear():
         run_benchmark("Z")
     with pytest.raises(ConfigError, match="unknown memory saving"):
         run_benchmark("tiny", memory_saving="swap")
+    with pytest.raises(ConfigError, match="unknown precision"):
+        run_benchmark("tiny", precision="fp8")
 
 
 def test_flop_count_matches_the_issue():

@@ -13,9 +13,10 @@ import torch
 
 from latentlab import load_model
 from latentlab.config import TrainConfig
+from latentlab.devices import resolve_precision
 from latentlab.errors import ConfigError, OutputError, TrainingError
 from latentlab.flow import Glow
-from latentlab.runs import check_resume_config, run_lock
+from latentlab.runs import check_resume_config, load_train_state, run_lock
 from latentlab.schedule import lr_at
 from latentlab.train import train
 
@@ -190,6 +191,34 @@ def test_bf16_autocast_run_learns_and_saves_float32(toy_data, tmp_path):
     x = torch.rand(4, 3, 16, 16) - 0.5
     with torch.no_grad():
         assert (model.decode(model.encode(x)) - x).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(toy_data, tmp_path, monkeypatch, fast):
+    """--precision auto trains in bf16 on a CPU with native bf16 and in float32 on one without."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    autocast_seen: list[bool] = []
+    forward = Glow.forward
+
+    def spy(self, x):
+        autocast_seen.append(torch.is_autocast_enabled("cpu"))
+        return forward(self, x)
+
+    monkeypatch.setattr(Glow, "forward", spy)
+    result = train(tiny_cfg(toy_data, max_steps=2, val_every=100, precision="auto"), out=tmp_path / "a", progress=False)
+    assert result.precision == ("bf16" if fast else "fp32")
+    assert autocast_seen == [fast, fast]
+    assert TrainConfig.from_dict(load_train_state(tmp_path / "a")[1]["config"]).precision == "auto"  # per machine
+
+
+def test_precision_probes_missing_from_torch_mean_float32(monkeypatch):
+    """The CPU probes are private torch functions: if a torch release drops them, auto falls back to fp32."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torch.compile's CPU backend is exercised on Linux only")
