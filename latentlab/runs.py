@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,29 @@ def run_lock(out: Path) -> contextlib.AbstractContextManager[None]:
     return folder_lock(
         out / LOCK_FILE, busy=f"another latentlab process is training into {out}; wait for it or use another --out"
     )
+
+
+# what `fileio.atomic_path` names its temporary files: "." + the file's name + "." + mkstemp's 8 characters
+# + the suffix, e.g. ".model.safetensors.ux6pk5oo.safetensors"
+_RUN_FILES = rf"(?:{re.escape(MODEL_FILE)}|{re.escape(STATE_FILE)}|{re.escape(PREVIOUS_STATE_FILE)}|step_\d+\.png)"
+_TEMPORARY = re.compile(rf"\.{_RUN_FILES}\.[A-Za-z0-9_]{{8}}\.\w+")
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the half-written files a killed trainer left in its run folder; returns what was removed.
+
+    An atomic write removes its temporary file on any error, but a process killed by SIGKILL or a power
+    cut cannot. Call only while holding `run_lock`, so no live writer's file is taken.
+    """
+    removed = []
+    for folder in (out, out / "samples"):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.is_file() and _TEMPORARY.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def optimizer_tensors(optimizer: Adam) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -35,6 +35,7 @@ from latentlab.runs import (
     clear_history,
     load_train_state,
     raw_weights,
+    remove_stale_temporaries,
     restore_optimizer,
     rng_states,
     run_lock,
@@ -304,6 +305,8 @@ class Trainer:
         """Run until max steps, epochs or the time limit; checkpoint along the way and at the end."""
         lock = run_lock(self.out) if self.dist.is_main else contextlib.nullcontext()
         with lock:
+            if self.dist.is_main:
+                remove_stale_temporaries(self.out)  # left by a run killed mid-write; the lock says none is live
             return self._loop()
 
     def _loop(self) -> TrainResult:

@@ -312,3 +312,20 @@ def test_resume_with_a_dequantizer_gives_the_same_parameters(toy_data, tmp_path)
     )
     result = train(tiny_cfg(toy_data, max_steps=3, precision="bf16", **cfg), out=tmp_path / "bf16", progress=False)
     assert all(torch.isfinite(torch.tensor(r["train_bpd"])) for r in result.history if "train_bpd" in r)
+
+
+def test_resume_removes_what_a_killed_writer_left_and_nothing_else(toy_data, tmp_path):
+    """Temporary files of interrupted atomic writes go when a trainer next holds the folder; other files stay."""
+    out = tmp_path / "run"
+    train(tiny_cfg(toy_data, max_steps=2, val_every=100, sample_every=2), out=out, progress=False)
+    stale = [
+        out / ".model.safetensors.ux6pk5oo.safetensors",
+        out / ".train_state.safetensors.a1b2c3d4.safetensors",
+        out / "samples" / ".step_000002.png.zz_9yy8x.png",
+    ]
+    kept = [out / ".notes", out / ".model.safetensors.bak", out / "samples" / "mine.png", out / "model.safetensors"]
+    for path in stale + kept[:3]:
+        path.write_bytes(b"half")
+    train(tiny_cfg(toy_data, max_steps=3, val_every=100, sample_every=2), out=out, resume=True, progress=False)
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in kept)
