@@ -31,13 +31,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def has_fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix maths runs natively here: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX.
+    """Whether bf16 maths runs natively here: an Ampere or newer GPU (or ROCm), or a CPU with AVX512-BF16 or AMX.
 
     On such CPUs oneDNN's bf16 convolutions run about twice as fast as float32 (BENCHMARKS.md); on others
     bf16 is emulated and slower, so `--precision auto` keeps float32 there.
     """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # bf16 tensor cores from Ampere (8.0) on; torch's is_bf16_supported counts emulation
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":  # torch.cpu's probes are private: without them, assume no
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)

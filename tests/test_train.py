@@ -221,6 +221,14 @@ def test_precision_probes_missing_from_torch_mean_float32(monkeypatch):
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
 
 
+@pytest.mark.parametrize(("capability", "chosen"), [((7, 0), "fp32"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_on_cuda_is_bf16_from_ampere_on(monkeypatch, capability, chosen):
+    """A V100 or 1080 Ti only emulates bf16 (torch.cuda.is_bf16_supported says yes): auto keeps float32 there."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert resolve_precision("auto", torch.device("cuda", 0)) == chosen
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="torch.compile's CPU backend is exercised on Linux only")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")  # torch's own, while compiling
 def test_compiled_run_matches_the_eager_run(toy_data, tmp_path):
