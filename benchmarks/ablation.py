@@ -8,8 +8,10 @@ Every variant runs `latentlab.bench.run_benchmark` in fresh processes (inference
   no-weight-cache    folded inference weights recomputed at every encode/decode call
   no-gemm-1x1        inference 1x1 convolutions through conv2d instead of a GEMM over pixels
   no-padded-weights  cached inference weights as folded: output convolutions not padded to 16 channels, NCHW
+  no-malloc-tuning   glibc's malloc defaults (fresh mmaps and trims: activations page-faulted in again)
   torch-adam         torch.optim.Adam with its CPU default (a loop over parameters); imports torch._dynamo
-  before             latentlab/flow.py as it was before the performance work (commit 896db9d), torch.optim.Adam
+  before             latentlab/flow.py as it was before the performance work (commit 896db9d), torch.optim.Adam,
+                     glibc's malloc defaults
 
 usage: python benchmarks/ablation.py [--configs A,B] [--threads 2] [--variants default,before]
 Prints a markdown table (images/s and peak resident MB); run it on an otherwise idle machine.
@@ -26,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE = "896db9d"  # the last commit before the performance work
 
+NO_MALLOC_TUNING = "import latentlab.bench as b; b.tune_malloc = lambda: False"
 PATCHES: dict[str, tuple[str, str]] = {  # variant -> (code run before the benchmark, Adam implementation)
     "default": ("", "latentlab"),
     "no-channels-last": ("import latentlab.flow as f; f.ACTIVATIONS = torch.contiguous_format", "latentlab"),
@@ -39,9 +42,10 @@ PATCHES: dict[str, tuple[str, str]] = {  # variant -> (code run before the bench
         "latentlab",
     ),
     "no-padded-weights": ("import latentlab.flow as f\nf.inference_layout = lambda net: net", "latentlab"),
+    "no-malloc-tuning": (NO_MALLOC_TUNING, "latentlab"),
     "torch-adam": ("", "torch-loop"),
     "before": (
-        "import subprocess, types, latentlab\n"
+        NO_MALLOC_TUNING + "\nimport subprocess, types, latentlab\n"
         f"git = ['git', '-C', {str(ROOT)!r}, 'show', '{BEFORE}:latentlab/flow.py']\n"
         "src = subprocess.check_output(git, text=True)\n"
         "mod = types.ModuleType('latentlab.flow'); mod.__file__ = 'flow.py@" + BEFORE + "'\n"

@@ -15,6 +15,7 @@ _EXPORTS = {
     "GlowConfig": "latentlab.config",
     "load_model": "latentlab.checkpoint",
     "save_model": "latentlab.checkpoint",
+    "tune_malloc": "latentlab.malloc_tuning",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

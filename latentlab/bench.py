@@ -12,7 +12,6 @@ in images per second. Training is one optimiser step: forward, loss (bits/dim), 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from latentlab import __version__
 from latentlab.config import MEMORY_SAVING, PRECISIONS, GlowConfig
 from latentlab.devices import resolve_device, resolve_precision
 from latentlab.errors import ConfigError, LatentlabError
+from latentlab.malloc_tuning import tune_malloc
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ ADAM_IMPLEMENTATIONS: dict[str, dict[str, bool] | None] = {
 }
 
 
+MALLOC_SETTINGS = ("auto", "tuned", "default")  # auto: as the CLI runs (malloc_tuning.py)
+
+
 def make_adam(kind: str, params: list[torch.nn.Parameter], *, lr: float, device: torch.device) -> Any:
     """The Adam optimiser named `kind` (a key of ADAM_IMPLEMENTATIONS)."""
     kernels = ADAM_IMPLEMENTATIONS[kind]
@@ -71,27 +74,6 @@ def make_adam(kind: str, params: list[torch.nn.Parameter], *, lr: float, device:
     if device.type not in ("cpu", "cuda"):
         kernels = {}  # no fused or foreach kernels elsewhere
     return torch.optim.Adam(params, lr=lr, **kernels)
-
-
-def tune_malloc() -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the OS at once.
-
-    By default glibc serves large blocks (a 2-8 MiB activation) with fresh mmaps or trims them off the
-    heap when freed, so every new activation is page-faulted in again, 4 KiB at a time. Keeping them
-    (mmap threshold 32 MiB, no trimming below 1 GiB, 64 MiB heap growth) removes most of those faults.
-    Process-wide and glibc-only: returns False where mallopt is not available. Same effect as the
-    environment variables MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824
-    MALLOC_TOP_PAD_=67108864; jemalloc or tcmalloc (LD_PRELOAD) are the other common cures.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    settings = ((m_mmap_threshold, 32 * 2**20), (m_trim_threshold, 2**30), (m_top_pad, 64 * 2**20))
-    return all(mallopt(option, value) == 1 for option, value in settings)
 
 
 def forward_flops(cfg: GlowConfig) -> float:
@@ -234,7 +216,7 @@ def run_benchmark(
     compile: bool = False,
     infer_batch: int | None = None,
     adam: str = "latentlab",
-    malloc: str = "default",
+    malloc: str = "auto",
     phases: tuple[str, ...] = ("encode", "decode", "train"),
 ) -> dict[str, Any]:
     """Measure one configuration ("A", "B" or "tiny") in this process; returns a JSON-able dict.
@@ -255,10 +237,13 @@ def run_benchmark(
         raise ConfigError(f"unknown Adam implementation {adam!r}; choose one of {', '.join(ADAM_IMPLEMENTATIONS)}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if malloc not in ("default", "tuned"):
-        raise ConfigError(f"unknown malloc setting {malloc!r}; choose default or tuned")
-    if malloc == "tuned" and not tune_malloc():
-        raise ConfigError("--malloc tuned needs glibc's mallopt (Linux)")
+    if malloc not in MALLOC_SETTINGS:
+        raise ConfigError(f"unknown malloc setting {malloc!r}; choose one of {', '.join(MALLOC_SETTINGS)}")
+    if malloc != "default":  # auto: what the CLI does (tuned where glibc allows it)
+        tuned = tune_malloc()
+        if malloc == "tuned" and not tuned:
+            raise ConfigError("--malloc tuned needs glibc's mallopt (Linux) and no MALLOC_* variables of your own")
+        malloc = "tuned" if tuned else "default"
     bench = CONFIGS[config_name]
     cfg = bench.model
     dev = resolve_device(device)
@@ -414,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--infer-batch", type=int, default=None)
     parser.add_argument("--adam", default="latentlab", choices=sorted(ADAM_IMPLEMENTATIONS))
-    parser.add_argument("--malloc", default="default", choices=("default", "tuned"))
+    parser.add_argument("--malloc", default="auto", choices=MALLOC_SETTINGS)
     parser.add_argument("--phases", default="encode,decode,train")
     args = parser.parse_args(argv)
     result = run_benchmark(

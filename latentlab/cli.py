@@ -355,10 +355,12 @@ def prepare(
 
 # The later pipeline stages keep their commands beside their library code; importing registers them.
 from latentlab import cli_bench, cli_latents, cli_render  # noqa: E402, F401
+from latentlab.malloc_tuning import tune_malloc  # noqa: E402
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; glibc's malloc keeps freed activations for reuse (malloc_tuning.py)."""
+    tune_malloc()
     app()
 
 
