@@ -2,7 +2,7 @@
 
 By default glibc serves large blocks (a 1-8 MiB activation) with fresh mmaps, or trims them off the heap
 when they are freed, so every new activation is page-faulted in again, 4 KiB at a time. On the AMD
-development machine that cost 20-30% of encode and decode and 5-15% of training (BENCHMARKS.md).
+development machine that cost 7-54% of encode and decode speed and up to 19% of training (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Mapping
 
 # The same as MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864
 MMAP_THRESHOLD = 32 * 2**20  # blocks below this come from the heap, which is reused, not from fresh mmaps
@@ -19,7 +20,7 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # mallopt's optio
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 
 
-def user_has_malloc_settings(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+def user_has_malloc_settings(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether the user set glibc's malloc variables themselves (then theirs stand)."""
     return any(name in environ for name in USER_SETTINGS)
 

@@ -11,7 +11,7 @@ import pytest
 import latentlab.bench as bench
 import latentlab.cli as cli
 from latentlab.errors import ConfigError
-from latentlab.malloc_tuning import tune_malloc, user_has_malloc_settings
+from latentlab.malloc_tuning import USER_SETTINGS, tune_malloc, user_has_malloc_settings
 
 # 20 passes of a 6->128 convolution at 16x16 (a 2 MiB activation, freed after each pass); prints page faults
 FAULTS = """
@@ -35,7 +35,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ma
 
 
 def page_faults(mode: str) -> int:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
     out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, env=env, check=True)
     return int(out.stdout.split()[-1])
 
