@@ -10,9 +10,12 @@ Speed: both models live in one process and are timed in alternating windows (lat
 counts is the median of the per-window ratios. Training is one optimiser step each (forward, bits/dim
 loss, backward, Adam at 1e-4; the port with torch.optim.Adam and its uniform dequantisation, as its own
 train.py does). Encode/decode are eval mode under inference_mode. Memory: each model and phase in a
-fresh process of its own (resident-set peak, MiB, torch's own ~220 MB included).
+fresh process of its own (resident-set peak, MiB, torch's own ~220 MB included). `--malloc tuned` (the
+default) gives both models the glibc malloc settings that the latentlab CLI applies at start-up;
+`--malloc default` leaves glibc's defaults for both.
 
 usage: python benchmarks/against_port.py PORT_MODEL_PY [--configs A,B] [--rounds 5] [--infer-batch 16,64]
+                                         [--malloc tuned|default]
 Prints a markdown table; run it on an otherwise idle machine.
 """
 
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from latentlab.adam import Adam  # noqa: E402
 from latentlab.bench import CONFIGS, bench_images, perturb_output_convs  # noqa: E402
 from latentlab.flow import Glow  # noqa: E402
+from latentlab.malloc_tuning import tune_malloc  # noqa: E402
 
 
 def load_port(path: Path, width: int):
@@ -131,12 +135,13 @@ def speed(config: str, port_path: Path, *, rounds: int, infer_batch: int, second
     return out
 
 
-def peak_memory(which: str, config: str, port_path: Path, phase: str, batch: int) -> float:
+def peak_memory(which: str, config: str, port_path: Path, phase: str, batch: int, *, tuned: bool) -> float:
     """Resident-set peak (MiB, Linux) of a fresh process that runs one model's phase a few times."""
     code = (
         "import sys, torch\n"
         f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
         "import against_port as ap\n"
+        f"if {tuned}: ap.tune_malloc()\n"
         f"m, x, step, enc, dec = ap.build({which!r}, {config!r}, ap.Path({str(port_path)!r}), {batch})\n"
         f"phase = {phase!r}\n"
         "if phase == 'train':\n"
@@ -163,10 +168,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--infer-batch", default="", help="inference batch sizes (default: the config's)")
+    parser.add_argument(
+        "--malloc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="glibc malloc settings for both models: the CLI's (tuned) or glibc's own",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {_cpu()}", file=sys.stderr)
+    tuned = args.malloc == "tuned" and tune_malloc()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {_cpu()}, "
+        f"malloc {'tuned' if tuned else 'glibc defaults'}",
+        file=sys.stderr,
+    )
     rows = []
     for config in args.configs.split(","):
         batches = [int(b) for b in args.infer_batch.split(",") if b] or [CONFIGS[config].batch_size]
@@ -178,7 +194,9 @@ def main() -> None:
             }
             for which in ("latentlab", "port"):
                 for phase in ("train", "infer"):
-                    result[f"{which}_{phase}_peak_mb"] = peak_memory(which, config, args.port, phase, batch)
+                    result[f"{which}_{phase}_peak_mb"] = peak_memory(
+                        which, config, args.port, phase, batch, tuned=tuned
+                    )
             rows.append(result)
             if not args.json:
                 _print_row(result, header=len(rows) == 1)
