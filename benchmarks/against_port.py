@@ -177,7 +177,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    tuned = args.malloc == "tuned" and tune_malloc()
+    tuned = args.malloc == "tuned"
+    if tuned and not tune_malloc():  # as `latentlab bench --malloc tuned`: never measure something else silently
+        raise SystemExit("--malloc tuned needs glibc's mallopt (Linux) and no MALLOC_* variables of your own")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {_cpu()}, "
         f"malloc {'tuned' if tuned else 'glibc defaults'}",
