@@ -31,25 +31,25 @@ BEFORE = "896db9d"  # the last commit before the performance work
 NO_MALLOC_TUNING = "import latentlab.bench as b; b.tune_malloc = lambda: False"
 PATCHES: dict[str, tuple[str, str]] = {  # variant -> (code run before the benchmark, Adam implementation)
     "default": ("", "latentlab"),
-    "no-channels-last": ("import latentlab.flow as f; f.ACTIVATIONS = torch.contiguous_format", "latentlab"),
+    "no-channels-last": ("import latentlab.flow.glow as f; f.ACTIVATIONS = torch.contiguous_format", "latentlab"),
     "no-weight-cache": (
-        "import latentlab.flow as f, latentlab.flow_layers as fl\nf._use_cache = fl._use_cache = lambda module: False",
+        "import latentlab.flow.glow as f, latentlab.flow.layers as fl\nf._use_cache = fl._use_cache = lambda module: False",
         "latentlab",
     ),
     "no-gemm-1x1": (
-        "import latentlab.flow as f, latentlab.flow_layers as fl, torch.nn.functional as F\n"
+        "import latentlab.flow.glow as f, latentlab.flow.layers as fl, torch.nn.functional as F\n"
         "f._conv1x1 = fl._conv1x1 = lambda x, w, b: F.conv2d(x, w[:, :, None, None], b)",
         "latentlab",
     ),
-    "no-padded-weights": ("import latentlab.flow as f\nf.inference_layout = lambda net: net", "latentlab"),
+    "no-padded-weights": ("import latentlab.flow.glow as f\nf.inference_layout = lambda net: net", "latentlab"),
     "no-malloc-tuning": (NO_MALLOC_TUNING, "latentlab"),
     "torch-adam": ("", "torch-loop"),
     "before": (
         NO_MALLOC_TUNING + "\nimport subprocess, types, latentlab\n"
         f"git = ['git', '-C', {str(ROOT)!r}, 'show', '{BEFORE}:latentlab/flow.py']\n"
         "src = subprocess.check_output(git, text=True)\n"
-        "mod = types.ModuleType('latentlab.flow'); mod.__file__ = 'flow.py@" + BEFORE + "'\n"
-        "sys.modules['latentlab.flow'] = latentlab.flow = mod\n"
+        "mod = types.ModuleType('latentlab.flow.glow'); mod.__file__ = 'flow.py@" + BEFORE + "'\n"
+        "sys.modules['latentlab.flow.glow'] = latentlab.flow.glow = mod\n"
         "exec(compile(src, mod.__file__, 'exec'), mod.__dict__)",
         "torch-loop",
     ),

@@ -11,11 +11,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Glow": "latentlab.flow",
+    "Glow": "latentlab.flow.glow",
     "GlowConfig": "latentlab.config",
     "load_model": "latentlab.checkpoint",
     "save_model": "latentlab.checkpoint",
-    "tune_malloc": "latentlab.malloc_tuning",
+    "tune_malloc": "latentlab._malloc",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

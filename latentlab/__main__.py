@@ -1,5 +1,5 @@
 """`python -m latentlab` (also what `torchrun -m latentlab` runs)."""
 
-from latentlab.cli import main
+from latentlab.cli.app import main
 
 main()

@@ -29,9 +29,9 @@ import torch
 
 from latentlab import __version__
 from latentlab.config import MEMORY_SAVING, PRECISIONS, GlowConfig
-from latentlab.devices import resolve_device, resolve_precision
+from latentlab.train.devices import resolve_device, resolve_precision
 from latentlab.errors import ConfigError, LatentlabError
-from latentlab.malloc_tuning import tune_malloc
+from latentlab._malloc import tune_malloc
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def make_adam(kind: str, params: list[torch.nn.Parameter], *, lr: float, device:
     """The Adam optimiser named `kind` (a key of ADAM_IMPLEMENTATIONS)."""
     kernels = ADAM_IMPLEMENTATIONS[kind]
     if kernels is None:
-        from latentlab.adam import Adam
+        from latentlab.train.adam import Adam
 
         return Adam(params, lr=lr)
     if device.type not in ("cpu", "cuda"):
@@ -181,7 +181,7 @@ def _throughput(
 
 def bench_images(n: int, size: int, *, n_bits: int, seed: int = 0) -> torch.Tensor:
     """n smooth random images (n, 3, size, size) in [-0.5, 0.5], dequantised at n_bits like training data."""
-    from latentlab.quantize import dequantize
+    from latentlab.data.quantize import dequantize
 
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 3, max(1, size // 4), max(1, size // 4), generator=g)
@@ -194,7 +194,7 @@ def bench_images(n: int, size: int, *, n_bits: int, seed: int = 0) -> torch.Tens
 def perturb_output_convs(model: torch.nn.Module, *, seed: int, scale: float = 0.1) -> None:
     """Move the zero-initialised output convolutions off zero (outputs of order `scale`), as training would,
     so that couplings and priors do real work and the reconstruction error means something."""
-    from latentlab.flow import ZeroConv2d  # through flow: the ablation's "before" variant swaps that module
+    from latentlab.flow.glow import ZeroConv2d  # through flow: the ablation's "before" variant swaps that module
 
     g = torch.Generator().manual_seed(seed)
     for module in model.modules():
@@ -227,7 +227,7 @@ def run_benchmark(
     the phase, reset at its start on Linux; CUDA: allocator peak). `run_isolated` runs inference and
     training in separate processes, so that memory freed by one phase does not count for the next.
     """
-    from latentlab.flow import Glow
+    from latentlab.flow.glow import Glow
 
     if config_name not in CONFIGS:
         raise ConfigError(f"unknown benchmark config {config_name!r}; choose one of {', '.join(CONFIGS)}")

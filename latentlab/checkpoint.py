@@ -21,7 +21,7 @@ from safetensors.torch import save as st_save
 from latentlab.config import GlowConfig
 from latentlab.errors import CheckpointError, LatentlabError
 from latentlab.fileio import atomic_write_bytes
-from latentlab.flow import Glow
+from latentlab.flow.glow import Glow
 
 MODEL_FILE = "model.safetensors"
 FORMAT = "latentlab-model"

@@ -33,8 +33,8 @@ import torch
 from latentlab.data.cache import IMAGES_FILE, ImageCache, prepare_cache
 from latentlab.errors import ConfigError, DataError, LatentlabError, OutputError
 from latentlab.fileio import atomic_path, atomic_write_text, folder_lock
-from latentlab.flow import Glow, evaluating
-from latentlab.npyrows import NpyRows
+from latentlab.flow.glow import Glow, evaluating
+from latentlab.data.npyrows import NpyRows
 from latentlab.progress import progress_bar
 
 FORMAT = "latentlab-latents"

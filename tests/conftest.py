@@ -67,7 +67,7 @@ def tiny_train_cfg(images: Path, **changes):
 def tiny_run(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder with a tiny model trained for a few steps on the toy faces."""
     from latentlab.config import TrainConfig
-    from latentlab.train import train
+    from latentlab.train.recipe import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     cfg = TrainConfig.from_dict(

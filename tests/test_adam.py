@@ -1,4 +1,4 @@
-"""latentlab.adam.Adam: torch.optim.Adam's update and state layout, without importing torch._dynamo."""
+"""latentlab.train.adam.Adam: torch.optim.Adam's update and state layout, without importing torch._dynamo."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from latentlab.adam import Adam, adam_update_
+from latentlab.train.adam import Adam, adam_update_
 
 
 def _params(seed: int = 0) -> list[torch.nn.Parameter]:
@@ -35,7 +35,7 @@ def _run(optimizer, params, steps: int, *, lrs=None, skip=None) -> None:
 def test_matches_torch_adam(monkeypatch, fused):
     """Same parameters and moments as torch.optim.Adam over steps with a changing lr and a skipped parameter."""
     if not fused:
-        monkeypatch.setattr("latentlab.adam._has_fused_kernel", lambda device: False)
+        monkeypatch.setattr("latentlab.train.adam._has_fused_kernel", lambda device: False)
     ours, theirs = _params(), _params()
     lrs = [1e-2 * (1 + t) / 6 for t in range(6)]
     opt = Adam(ours, lr=0.1, betas=(0.8, 0.99), eps=1e-6)
@@ -121,7 +121,7 @@ def test_training_does_not_import_dynamo():
     """A training step through latentlab's Adam leaves torch._dynamo (~70 MB) unimported."""
     code = (
         "import sys, torch\n"
-        "from latentlab.adam import Adam\n"
+        "from latentlab.train.adam import Adam\n"
         "p = torch.nn.Parameter(torch.ones(3)); opt = Adam([p], lr=0.1)\n"
         "p.grad = torch.ones(3); torch.nn.utils.clip_grad_norm_([p], 1.0); opt.step()\n"
         "print('torch._dynamo' in sys.modules)\n"

@@ -34,9 +34,9 @@ from typer.testing import CliRunner
 
 from latentlab import Glow, GlowConfig, save_model
 from latentlab.checkpoint import load_model, load_tensors, model_fingerprint, save_tensors
-from latentlab.cli import app
+from latentlab.cli.app import app
 from latentlab.data.toy_faces import TOY_ATTRIBUTES
-from latentlab.direction_file import save_directions
+from latentlab.directions.file import save_directions
 from latentlab.latents import encode_to_store
 from tests.conftest import TINY_MODEL
 

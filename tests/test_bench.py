@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import latentlab.cli_bench  # noqa: F401  (registers `bench` on the app)
+import latentlab.cli.bench  # noqa: F401  (registers `bench` on the app)
 from latentlab.bench import CONFIGS, forward_flops, run_benchmark, run_isolated
-from latentlab.cli import app
+from latentlab.cli.app import app
 from latentlab.errors import ConfigError
 
 POSITIVE = [

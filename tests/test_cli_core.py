@@ -6,7 +6,7 @@ import torch
 from typer.testing import CliRunner
 
 from latentlab import Glow, GlowConfig, __version__, save_model
-from latentlab.cli import app
+from latentlab.cli.app import app
 
 runner = CliRunner()
 

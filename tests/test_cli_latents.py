@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import latentlab.cli_latents  # noqa: F401  (registers the commands on the app)
-from latentlab.cli import app
-from latentlab.directions import load_directions
+import latentlab.cli.latents  # noqa: F401  (registers the commands on the app)
+from latentlab.cli.app import app
+from latentlab.directions.maths import load_directions
 
 runner = CliRunner()
 
@@ -40,7 +40,7 @@ def test_encode_writes_a_store_and_reuses_it(tiny_run, toy_data, tmp_path):
 
 
 def test_interrupted_encode_says_how_to_continue_and_continues(tiny_run, toy_data, tmp_path, monkeypatch):
-    from latentlab.flow import Glow
+    from latentlab.flow.glow import Glow
 
     real_encode, calls = Glow.encode, {"n": 0}
 

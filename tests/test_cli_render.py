@@ -12,11 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import latentlab.cli_render  # noqa: F401  (registers the commands until cli.py imports it)
+import latentlab.cli.render  # noqa: F401  (registers the commands until cli.py imports it)
 from latentlab.checkpoint import load_model, model_fingerprint
-from latentlab.cli import app
-from latentlab.direction_file import save_directions
-from latentlab.edit import decode_images, encode_faces, load_faces, model_view
+from latentlab.cli.app import app
+from latentlab.directions.file import save_directions
+from latentlab.render.edit import decode_images, encode_faces, load_faces, model_view
 
 runner = CliRunner()
 CELL = 160  # a 16 px model's faces are shown 10x in edit grids

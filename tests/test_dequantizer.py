@@ -9,10 +9,10 @@ import torch
 
 from latentlab import Glow, GlowConfig
 from latentlab.checkpoint import load_model, save_model
-from latentlab.dequantizer import Dequantizer
+from latentlab.flow.dequantizer import Dequantizer
 from latentlab.errors import ConfigError
-from latentlab.flow import evaluating
-from latentlab.quantize import bins_and_noise, dequantize, to_levels
+from latentlab.flow.glow import evaluating
+from latentlab.data.quantize import bins_and_noise, dequantize, to_levels
 
 from .test_flow import brute_logdet, perturb, tiny_model
 
@@ -153,7 +153,7 @@ def test_default_dequantizer_settings_leave_the_json_unchanged():
 def test_evaluate_reports_both_bounds(tmp_path):
     from PIL import Image
 
-    from latentlab.evaluate import evaluate_folder
+    from latentlab.train.evaluate import evaluate_folder
 
     g = torch.Generator().manual_seed(0)
     folder = tmp_path / "faces"
@@ -173,7 +173,7 @@ def test_evaluate_reports_both_bounds(tmp_path):
 
     from typer.testing import CliRunner
 
-    from latentlab.cli import app
+    from latentlab.cli.app import app
 
     save_model(model, tmp_path / "run", step=1)
     args = ["evaluate", "--model", str(tmp_path / "run"), "--data", str(folder), "--device", "cpu", "--quiet"]

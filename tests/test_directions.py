@@ -13,7 +13,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from latentlab.directions import (
+from latentlab.directions.maths import (
     AttributeSums,
     ProjectionStats,
     apply_edits,
@@ -30,7 +30,7 @@ from latentlab.directions import (
     sweep_alphas,
 )
 from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, DataError, OutputError
-from latentlab.report import attribute_table, cosine_heatmap, report_rows, write_report
+from latentlab.directions.report import attribute_table, cosine_heatmap, report_rows, write_report
 
 NAMES = ["Smiling", "Blond_Hair", "Male"]
 

@@ -14,8 +14,8 @@ from PIL import Image
 from latentlab import Glow, GlowConfig
 from latentlab.checkpoint import model_fingerprint
 from latentlab.data.images import load_image
-from latentlab.direction_file import load_directions, save_directions
-from latentlab.edit import (
+from latentlab.directions.file import load_directions, save_directions
+from latentlab.render.edit import (
     cell_size,
     decode_images,
     default_output,
@@ -160,7 +160,7 @@ CELEBA_IMAGES = SHARED_CELEBA / "images"
 
 
 def test_face_crop_without_opencv_names_the_extra(monkeypatch, tmp_path):
-    from latentlab import facecrop
+    from latentlab.data import facecrop
 
     monkeypatch.setitem(sys.modules, "cv2", None)
     Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
@@ -176,7 +176,7 @@ def test_face_crop_finds_a_tilted_face_in_a_larger_photo_and_levels_it(tmp_path,
     source = CELEBA_IMAGES / name
     if not source.exists():
         pytest.skip("the shared CelebA sample is not here")
-    from latentlab.facecrop import load_face
+    from latentlab.data.facecrop import load_face
 
     face = Image.open(source).convert("RGB")
     big = face.resize((round(178 * scale), round(218 * scale)), Image.Resampling.LANCZOS)
@@ -200,7 +200,7 @@ def test_face_crop_finds_a_tilted_face_in_a_larger_photo_and_levels_it(tmp_path,
 
 def test_face_crop_with_no_face_is_an_error(tmp_path):
     pytest.importorskip("cv2")
-    from latentlab.facecrop import load_face
+    from latentlab.data.facecrop import load_face
 
     y, x = np.mgrid[0:200, 0:300]
     Image.fromarray(np.stack([x % 256, y, (x + y) % 256], -1).astype(np.uint8)).save(tmp_path / "wall.png")

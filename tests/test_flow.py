@@ -10,8 +10,8 @@ import torch
 
 from latentlab import Glow, GlowConfig
 from latentlab.errors import ConfigError
-from latentlab.flow import FlowStep, evaluating, fold_steps
-from latentlab.flow_layers import CHANNEL_BLOCK, ActNorm, Coupling, InvConv1x1, Split, squeeze, unsqueeze
+from latentlab.flow.glow import FlowStep, evaluating, fold_steps
+from latentlab.flow.layers import CHANNEL_BLOCK, ActNorm, Coupling, InvConv1x1, Split, squeeze, unsqueeze
 
 
 def perturb(module: torch.nn.Module, scale: float, seed: int = 0) -> None:
@@ -405,7 +405,7 @@ def test_memory_format_of_the_input_does_not_matter():
 def test_saturating_decode_is_exact_on_data_and_finite_far_from_it():
     """decode(z, saturate=True) equals decode(z) bit for bit for real latents; latents far off the data,
     whose exact inverse overflows to inf/NaN, still decode to finite values within ±SATURATION."""
-    from latentlab.flow import SATURATION
+    from latentlab.flow.glow import SATURATION
 
     torch.manual_seed(3)
     model = Glow(GlowConfig(image_size=16, levels=2, steps=3, width=16))
@@ -425,7 +425,7 @@ def test_saturating_decode_is_exact_on_data_and_finite_far_from_it():
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_position_bias_gradient_equals_plain_autograd(layout):
     """The in-place position add's own backward gives what autograd gives for h + position."""
-    from latentlab.position_bias import add_position
+    from latentlab.flow.position_bias import add_position
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 5, 5, dtype=torch.float64, generator=g).contiguous(memory_format=layout)
@@ -444,7 +444,7 @@ def test_position_bias_gradient_equals_plain_autograd(layout):
 
 def test_sample_grid_saturates_up_to_temperature_one_and_refuses_overflow_above():
     """A temperature the error message recommends (0 to 1) never fails the grid; above 1 an overflow is refused."""
-    from latentlab.evaluate import sample_grid
+    from latentlab.train.evaluate import sample_grid
 
     torch.manual_seed(3)
     model = Glow(GlowConfig(image_size=16, levels=2, steps=3, width=16))
@@ -463,8 +463,8 @@ def test_sample_grid_saturates_up_to_temperature_one_and_refuses_overflow_above(
 
 def test_bf16_folded_weights_cast_once_give_what_autocast_gives(monkeypatch):
     """Under bf16 autocast the folded network weights are cast per level, not per convolution: same numbers."""
-    import latentlab.flow as flow_module
-    from latentlab.flow_layers import _fold_nets
+    import latentlab.flow.glow as flow_module
+    from latentlab.flow.layers import _fold_nets
 
     model = tiny_model(torch.float32, image_size=8, position_bias=True, prior_width=8).train()
     x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)) - 0.5

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from latentlab import Glow, GlowConfig
-from latentlab.animate import (
+from latentlab.render.animate import (
     hold_frames,
     interpolation_frames,
     loop_frames,
     view_size,
     write_interpolation,
 )
-from latentlab.edit import decode_images, encode_faces
+from latentlab.render.edit import decode_images, encode_faces
 from latentlab.errors import ConfigError, OutputError
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from latentlab.errors import ConfigError
-from latentlab.interpolation import ease, lerp, loop_schedule, path_latents, slerp
+from latentlab.render.interpolation import ease, lerp, loop_schedule, path_latents, slerp
 
 
 @pytest.fixture

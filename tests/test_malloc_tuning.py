@@ -9,14 +9,14 @@ import sys
 import pytest
 
 import latentlab.bench as bench
-import latentlab.cli as cli
+import latentlab.cli.app as cli
 from latentlab.errors import ConfigError
-from latentlab.malloc_tuning import USER_SETTINGS, tune_malloc, user_has_malloc_settings
+from latentlab._malloc import USER_SETTINGS, tune_malloc, user_has_malloc_settings
 
 # 20 passes of a 6->128 convolution at 16x16 (a 2 MiB activation, freed after each pass); prints page faults
 FAULTS = """
 import resource, sys, torch
-from latentlab.malloc_tuning import tune_malloc
+from latentlab._malloc import tune_malloc
 if sys.argv[1] == "tuned":
     assert tune_malloc()
 torch.set_num_threads(1)

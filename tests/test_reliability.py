@@ -135,7 +135,7 @@ def test_near_miss_label_tables_only_give_the_clear_error(tmp_path, rows):
 def test_same_seed_gives_byte_identical_outputs(tiny_run, toy_data, tmp_path):
     from typer.testing import CliRunner
 
-    from latentlab.cli import app
+    from latentlab.cli.app import app
 
     runner = CliRunner()
     face = str(sorted((toy_data / "img_align_celeba").iterdir())[0])

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from latentlab.errors import ConfigError, OutputError
-from latentlab.render import (
+from latentlab.render.pictures import (
     FrameWriter,
     check_output_path,
     label_grid,

@@ -13,12 +13,12 @@ import torch
 
 from latentlab import load_model
 from latentlab.config import TrainConfig
-from latentlab.devices import resolve_precision
+from latentlab.train.devices import resolve_precision
 from latentlab.errors import ConfigError, OutputError, TrainingError
-from latentlab.flow import Glow
-from latentlab.runs import check_resume_config, load_train_state, run_lock
-from latentlab.schedule import lr_at
-from latentlab.train import train
+from latentlab.flow.glow import Glow
+from latentlab.train.runs import check_resume_config, load_train_state, run_lock
+from latentlab.train.schedule import lr_at
+from latentlab.train.recipe import train
 
 from .conftest import TINY_MODEL, tiny_train_cfg
 
@@ -246,7 +246,7 @@ def test_compiled_run_matches_the_eager_run(toy_data, tmp_path):
 def test_weight_average_is_saved_and_the_optimiser_path_is_unchanged(toy_data, tmp_path):
     """With ema_decay the model file holds the average; the optimiser's own weights (kept in the training
     state) are exactly those of the same run without averaging."""
-    from latentlab.runs import load_train_state, raw_weights
+    from latentlab.train.runs import load_train_state, raw_weights
 
     train(tiny_cfg(toy_data, max_steps=6), out=tmp_path / "plain", progress=False)
     train(tiny_cfg(toy_data, max_steps=6, ema_decay=0.9), out=tmp_path / "avg", progress=False)
@@ -280,7 +280,7 @@ def test_resume_after_a_cut_between_writing_the_state_and_the_weights(toy_data, 
     """Killed after the step-9 training state was written but before the step-9 weights: --resume picks the
     step-6 state that matches the weights on disk and ends exactly where an uninterrupted run does."""
     from latentlab.checkpoint import load_tensors, save_tensors
-    from latentlab.runs import PREVIOUS_STATE_FILE, STATE_FILE
+    from latentlab.train.runs import PREVIOUS_STATE_FILE, STATE_FILE
 
     train(tiny_cfg(toy_data, max_steps=9), out=tmp_path / "straight", progress=False)
     run = tmp_path / "cut"

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentlab.flow_layers import _exact, _wide, squeeze, unsqueeze
+from latentlab.flow.layers import _exact, _wide, squeeze, unsqueeze
 
 CHANNELS = 12  # the noise of a 3-channel image, squeezed: every 2x2 block of pixels as channels
 HALF = CHANNELS // 2  # each coupling updates one half from the other

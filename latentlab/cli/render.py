@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from latentlab.cli import app, console, fail, handles_errors
+from latentlab.cli.app import app, console, fail, handles_errors
 from latentlab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from latentlab.flow import Glow
+    from latentlab.flow.glow import Glow
 
 ModelOption = Annotated[Path | None, typer.Option(help="Run folder or checkpoint (default: the last trained model).")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
@@ -37,7 +37,7 @@ FacesArgument = Annotated[
 def _load(model: Path | None, device: str) -> tuple[Glow, Path]:
     """The model (given, or the last trained) on the device, and the path it came from."""
     from latentlab.checkpoint import load_model
-    from latentlab.devices import resolve_device
+    from latentlab.train.devices import resolve_device
     from latentlab.paths import last_trained_model
 
     path = model if model is not None else last_trained_model()
@@ -95,11 +95,11 @@ def manipulate(
       latentlab manipulate face.jpg --attr Smiling --sweep -2,2,9 --units sigma --out smile.gif
       latentlab manipulate photo.jpg --face-crop --show-input --attr Young --alpha 1 --model models/celeba64
     """
-    from latentlab import edit
+    from latentlab.render import edit
     from latentlab.checkpoint import model_fingerprint, resolve_model_path
-    from latentlab.directions import load_directions, sweep_alphas
+    from latentlab.directions.maths import load_directions, sweep_alphas
     from latentlab.paths import default_vectors_path
-    from latentlab.render import check_output_path
+    from latentlab.render.pictures import check_output_path
 
     if sweep is not None and alpha:
         raise fail("--sweep and --alpha exclude each other: --alpha makes one edit, --sweep a range", 2)
@@ -178,11 +178,11 @@ def interpolate(
       latentlab interpolate a.jpg b.jpg --path linear --no-ease --frames 8 --out steps.png
       latentlab interpolate a.jpg b.jpg --fps 20 --out loop.gif --model models/celeba64
     """
-    from latentlab import animate
+    from latentlab.render import animate
     from latentlab.checkpoint import resolve_model_path
-    from latentlab.edit import check_extension, load_faces
+    from latentlab.render.edit import check_extension, load_faces
     from latentlab.progress import progress_bar
-    from latentlab.render import FRAME_FORMATS, check_output_path
+    from latentlab.render.pictures import FRAME_FORMATS, check_output_path
 
     if len(faces) < 2:
         raise fail("give at least two faces to interpolate between", 2)

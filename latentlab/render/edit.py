@@ -25,12 +25,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from latentlab.data.images import load_image
-from latentlab.direction_file import DirectionSet
-from latentlab.directions import apply_edits, check_alpha
+from latentlab.directions.file import DirectionSet
+from latentlab.directions.maths import apply_edits, check_alpha
 from latentlab.errors import ConfigError, OutputError
-from latentlab.flow import Glow, evaluating
-from latentlab.quantize import to_uint8
-from latentlab.render import (
+from latentlab.flow.glow import Glow, evaluating
+from latentlab.data.quantize import to_uint8
+from latentlab.render.pictures import (
     FRAME_FORMATS,
     IMAGE_FORMATS,
     FrameWriter,
@@ -56,7 +56,7 @@ def load_faces(paths: Sequence[str | Path], size: int, *, face_crop: bool = Fals
     """uint8 (B, 3, size, size): aligned CelebA images get the training crop, other photos the centre
     square, or with `face_crop` the detected face in CelebA's aligned layout (see `facecrop`)."""
     if face_crop:
-        from latentlab.facecrop import load_face as load
+        from latentlab.data.facecrop import load_face as load
     else:
         load = load_image
     return torch.from_numpy(np.stack([load(Path(p), size) for p in paths]))

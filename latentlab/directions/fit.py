@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentlab.directions import (
+from latentlab.directions.maths import (
     AttributeSums,
     ProjectionStats,
     cosine_matrix,
@@ -246,7 +246,7 @@ def compute_attribute_vectors(
     from latentlab.fileio import ensure_parent
     from latentlab.latents import default_image_folder, encode_to_store
     from latentlab.paths import default_vectors_path, last_trained_model
-    from latentlab.render import check_output_path
+    from latentlab.render.pictures import check_output_path
 
     _check_options(method=method, min_count=min_count, limit=limit, batch_size=batch_size,
                    max_samples=max_samples, latent_dtype=latent_dtype)  # fmt: skip
@@ -308,7 +308,7 @@ def compute_attribute_vectors(
     )
     rows = _rows(fit, classifier)
     cosine = cosine_matrix(torch.stack([fit.vectors[n] for n in computed]))
-    from latentlab.report import write_report
+    from latentlab.directions.report import write_report
 
     report = write_report(report_stem, rows, cosine=cosine, cosine_names=computed, meta=about)
     return AttributeResult(
@@ -320,7 +320,7 @@ def compute_attribute_vectors(
 
 
 def _rows(fit: Directions, classifier: dict[str, float | None] | None) -> list[dict[str, Any]]:
-    from latentlab.report import report_rows
+    from latentlab.directions.report import report_rows
 
     norms = {n: float(fit.vectors[n].norm()) if n in fit.vectors else math.nan for n in fit.names}
     rows = report_rows(fit.names, fit.pos_counts, fit.neg_counts, norms, accuracy=fit.probe_accuracy,

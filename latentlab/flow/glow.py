@@ -1,6 +1,6 @@
 """The Glow flow: flow steps (ActNorm → 1x1 convolution → coupling) over levels with splits, and `Glow`.
 
-The layers are in `latentlab.flow_layers`; flow steps keep their contract: `forward(x) -> (y, logdet)`
+The layers are in `latentlab.flow.layers`; flow steps keep their contract: `forward(x) -> (y, logdet)`
 with logdet of shape (B,) in nats, and `reverse(y) -> x`. Tensors are NCHW. The latent of an image is
 the concatenation of every level's standardised ε (Kingma & Dhariwal 2018, with the split priors
 folded into the flow), so `log_prob(x) = log N(encode(x); 0, I) + log|det ∂encode/∂x|` holds exactly.
@@ -23,9 +23,9 @@ import torch.utils.checkpoint
 from torch import nn
 
 from latentlab.config import GlowConfig
-from latentlab.dequantizer import Dequantizer
+from latentlab.flow.dequantizer import Dequantizer
 from latentlab.errors import ConfigError
-from latentlab.flow_layers import (
+from latentlab.flow.layers import (
     ActNorm,
     Coupling,
     InvConv1x1,
@@ -43,11 +43,11 @@ from latentlab.flow_layers import (
     squeeze,
     unsqueeze,
 )
-from latentlab.flow_layers import (
+from latentlab.flow.layers import (
     ZeroConv2d as ZeroConv2d,  # re-exported: bench.py finds the output convolutions through this module
 )
-from latentlab.quantize import bins_and_noise, dequantize, n_bins, to_float
-from latentlab.reversible import InvertibleSteps, trainable
+from latentlab.data.quantize import bins_and_noise, dequantize, n_bins, to_float
+from latentlab.flow.reversible import InvertibleSteps, trainable
 
 LOG_2PI = math.log(2 * math.pi)
 # oneDNN's convolutions (and their backward) run 1.2-1.6x faster on NHWC activations at these shapes

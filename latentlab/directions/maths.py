@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from latentlab.direction_file import DirectionSet, get_vector, load_directions, save_directions
+from latentlab.directions.file import DirectionSet, get_vector, load_directions, save_directions
 from latentlab.errors import CheckpointError, ConfigError, DataError
 
 __all__ = [

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from latentlab.config import TrainConfig
-from latentlab.distributed import DistInfo
+from latentlab.train.distributed import DistInfo
 
 
 def lr_at(step: int, cfg: TrainConfig, *, total_steps: int | None = None, time_fraction: float = 0.0) -> float:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from latentlab.cli import app, console, err_console, fail, handles_errors
+from latentlab.cli.app import app, console, err_console, fail, handles_errors
 
 
 class LatentDtype(str, Enum):
@@ -63,7 +63,7 @@ def encode(
       latentlab encode --labels list_attr_celeba.csv --model models/celeba64 --dtype float32
     """
     from latentlab.checkpoint import load_model
-    from latentlab.devices import resolve_device
+    from latentlab.train.devices import resolve_device
     from latentlab.latents import default_image_folder, encode_to_store, store_progress
     from latentlab.paths import last_trained_model
 
@@ -135,9 +135,9 @@ def attribute_vectors(
       latentlab attribute-vectors --labels list_attr_celeba.csv --attrs Blond_Hair,Smiling --method logistic
       latentlab attribute-vectors --labels list_attr_celeba.csv --attrs Smiling --orthogonal-to Male,Young
     """
-    from latentlab.attributes import compute_attribute_vectors
-    from latentlab.devices import resolve_device
-    from latentlab.report import attribute_table
+    from latentlab.directions.fit import compute_attribute_vectors
+    from latentlab.train.devices import resolve_device
+    from latentlab.directions.report import attribute_table
 
     result = compute_attribute_vectors(
         labels_path=labels, model_path=model, images=images, out=out, attrs=_names(attrs, "--attrs") or None,

@@ -209,8 +209,8 @@ def train(
       torchrun --nproc_per_node=2 -m latentlab train --data faces/ --preset celeba32
     """
     from latentlab.config import apply_overrides, load_preset, parse_override
-    from latentlab.train import default_out
-    from latentlab.train import train as run_training
+    from latentlab.train.recipe import default_out
+    from latentlab.train.recipe import train as run_training
 
     flags = {
         "data": None if data is None else str(data),
@@ -234,7 +234,7 @@ def train(
     run = out if out is not None else default_out(cfg, preset)
     if resume:
         from latentlab.config import TrainConfig
-        from latentlab.runs import check_run_folder, load_train_state
+        from latentlab.train.runs import check_run_folder, load_train_state
 
         check_run_folder(run, resume=True, force=force)
         cfg = TrainConfig.from_dict(load_train_state(run)[1]["config"])
@@ -266,9 +266,9 @@ def sample(
       latentlab sample --model models/celeba64 --n 8 --temperature 0,0.5,0.7,1 --out temps.png
     """
     from latentlab.checkpoint import load_model
-    from latentlab.devices import resolve_device
-    from latentlab.evaluate import sample_grid
-    from latentlab.render import save_image
+    from latentlab.train.devices import resolve_device
+    from latentlab.train.evaluate import sample_grid
+    from latentlab.render.pictures import save_image
 
     temps = _parse_floats(temperature, "--temperature")
     if any(t < 0 for t in temps):
@@ -296,8 +296,8 @@ def evaluate(
     Example: latentlab evaluate --model models/celeba64 --data held_out/
     """
     from latentlab.checkpoint import load_model
-    from latentlab.devices import resolve_device
-    from latentlab.evaluate import evaluate_folder
+    from latentlab.train.devices import resolve_device
+    from latentlab.train.evaluate import evaluate_folder
 
     glow = load_model(_model_or_last(model), device=resolve_device(device))
     result = evaluate_folder(glow, data, batch_size=batch_size, limit=limit, progress=not quiet)
@@ -354,8 +354,8 @@ def prepare(
 
 
 # The later pipeline stages keep their commands beside their library code; importing registers them.
-from latentlab import cli_bench, cli_latents, cli_render  # noqa: E402, F401
-from latentlab.malloc_tuning import tune_malloc  # noqa: E402
+from latentlab.cli import bench, latents, render  # noqa: E402, F401
+from latentlab._malloc import tune_malloc  # noqa: E402
 
 
 def main() -> None:

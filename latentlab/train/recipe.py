@@ -18,17 +18,17 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from latentlab.adam import Adam
-from latentlab.averaging import WeightAverage, averaged
+from latentlab.train.adam import Adam
+from latentlab.train.averaging import WeightAverage, averaged
 from latentlab.checkpoint import load_model, save_model
 from latentlab.config import TrainConfig
-from latentlab.devices import resolve_device, resolve_precision
-from latentlab.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
+from latentlab.train.devices import resolve_device, resolve_precision
+from latentlab.train.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
 from latentlab.errors import ConfigError, DataError, TrainingError
-from latentlab.flow import Glow, evaluating
+from latentlab.flow.glow import Glow, evaluating
 from latentlab.paths import data_dir, models_dir
-from latentlab.quantize import dequantize, to_uint8
-from latentlab.runs import (
+from latentlab.data.quantize import dequantize, to_uint8
+from latentlab.train.runs import (
     append_metrics,
     check_resume_config,
     check_run_folder,
@@ -42,7 +42,7 @@ from latentlab.runs import (
     save_train_state,
     truncate_metrics,
 )
-from latentlab.schedule import epoch_order, jitter_shifts, lr_at, split_indices
+from latentlab.train.schedule import epoch_order, jitter_shifts, lr_at, split_indices
 
 SAMPLE_SEED = 1234
 VAL_NOISE_SEED = 4321
@@ -276,7 +276,7 @@ class Trainer:
 
     def save_samples(self, step: int) -> Path:
         """A 6x6 grid at temperature 0.7 from a fixed seed, so grids are comparable across steps."""
-        from latentlab.render import make_grid, save_image
+        from latentlab.render.pictures import make_grid, save_image
 
         with averaged(self.average), evaluating(self.model):
             x = self.model.sample(36, temperature=0.7, generator=torch.Generator().manual_seed(SAMPLE_SEED))

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from latentlab.adam import Adam
+from latentlab.train.adam import Adam
 from latentlab.checkpoint import load_tensors, save_tensors
 from latentlab.config import GlowConfig
 from latentlab.errors import CheckpointError, ConfigError, OutputError

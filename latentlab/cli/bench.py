@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from latentlab.cli import app, console, fail, handles_errors
+from latentlab.cli.app import app, console, fail, handles_errors
 from latentlab.config import PRECISIONS
 
 ROWS = [  # (result key, label, format)

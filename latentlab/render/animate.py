@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentlab.edit import decode_batches, encode_faces
+from latentlab.render.edit import decode_batches, encode_faces
 from latentlab.errors import ConfigError, OutputError
-from latentlab.flow import Glow
-from latentlab.interpolation import METHODS, loop_schedule, path_latents
-from latentlab.render import MAX_PNG_FRAMES, FrameWriter, to_hwc, upscale
+from latentlab.flow.glow import Glow
+from latentlab.render.interpolation import METHODS, loop_schedule, path_latents
+from latentlab.render.pictures import MAX_PNG_FRAMES, FrameWriter, to_hwc, upscale
 
 MIN_VIEW = 256  # default frame side in px: the model's size times the smallest whole factor reaching this
 MAX_FRAMES_PER_SEGMENT = 10_000

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from latentlab.errors import ConfigError
-from latentlab.flow import Glow, evaluating
-from latentlab.quantize import dequantize, to_uint8
+from latentlab.flow.glow import Glow, evaluating
+from latentlab.data.quantize import dequantize, to_uint8
 
 EVAL_NOISE_SEED = 4321
 
@@ -85,7 +85,7 @@ def sample_grid(
     Temperatures up to 1 decode as `Glow.sample` does, saturating: a rare sample whose exact inverse
     overflows shows saturated pixels instead of failing the grid. Above 1, an overflow is an error.
     """
-    from latentlab.render import make_grid
+    from latentlab.render.pictures import make_grid
 
     gen = torch.Generator().manual_seed(seed)
     eps = torch.randn(n, model.latent_dim, generator=gen, dtype=model.top_mean.dtype)

@@ -2,7 +2,7 @@
 
 ActNorm, InvConv1x1 and Coupling follow one contract: `forward(x) -> (y, logdet)` with logdet of
 shape (B,) in nats, and `reverse(y) -> x`; Split's forward gives (kept half, ε, logdet). Tensors are
-NCHW. `latentlab.flow` assembles them into `Glow` and runs them with every ActNorm and scale folded
+NCHW. `latentlab.flow.glow` assembles them into `Glow` and runs them with every ActNorm and scale folded
 into the neighbouring convolution.
 """
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentlab.position_bias import add_position
+from latentlab.flow.position_bias import add_position
 
 SCALE_OFFSET = 2.0  # the affine coupling's scale is sigmoid(raw + 2), as in the Glow code
 # oneDNN's AVX-512 convolutions work on blocks of 16 channels: 12 or 24 outputs run slower than 16 or 32
