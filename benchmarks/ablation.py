@@ -33,7 +33,8 @@ PATCHES: dict[str, tuple[str, str]] = {  # variant -> (code run before the bench
     "default": ("", "latentlab"),
     "no-channels-last": ("import latentlab.flow.glow as f; f.ACTIVATIONS = torch.contiguous_format", "latentlab"),
     "no-weight-cache": (
-        "import latentlab.flow.glow as f, latentlab.flow.layers as fl\nf._use_cache = fl._use_cache = lambda module: False",
+        "import latentlab.flow.glow as f, latentlab.flow.layers as fl\n"
+        "f._use_cache = fl._use_cache = lambda module: False",
         "latentlab",
     ),
     "no-gemm-1x1": (

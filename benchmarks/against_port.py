@@ -37,10 +37,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from latentlab.train.adam import Adam  # noqa: E402
+from latentlab._malloc import tune_malloc  # noqa: E402
 from latentlab.bench import CONFIGS, bench_images, perturb_output_convs  # noqa: E402
 from latentlab.flow.glow import Glow  # noqa: E402
-from latentlab._malloc import tune_malloc  # noqa: E402
+from latentlab.train.adam import Adam  # noqa: E402
 
 
 def load_port(path: Path, width: int):

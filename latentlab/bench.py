@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from latentlab import __version__
-from latentlab.config import MEMORY_SAVING, PRECISIONS, GlowConfig
-from latentlab.train.devices import resolve_device, resolve_precision
-from latentlab.errors import ConfigError, LatentlabError
 from latentlab._malloc import tune_malloc
+from latentlab.config import MEMORY_SAVING, PRECISIONS, GlowConfig
+from latentlab.errors import ConfigError, LatentlabError
+from latentlab.train.devices import resolve_device, resolve_precision
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 
 from latentlab.data.cache import IMAGES_FILE, ImageCache, prepare_cache
+from latentlab.data.npyrows import NpyRows
 from latentlab.errors import ConfigError, DataError, LatentlabError, OutputError
 from latentlab.fileio import atomic_path, atomic_write_text, folder_lock
 from latentlab.flow.glow import Glow, evaluating
-from latentlab.data.npyrows import NpyRows
 from latentlab.progress import progress_bar
 
 FORMAT = "latentlab-latents"

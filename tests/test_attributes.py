@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from latentlab.directions.fit import compute_attribute_vectors, fit_directions
 from latentlab.checkpoint import load_model, model_fingerprint
 from latentlab.data.cache import prepare_cache
 from latentlab.data.toy_faces import TOY_ATTRIBUTES
+from latentlab.directions.fit import compute_attribute_vectors, fit_directions
 from latentlab.directions.maths import load_directions
 from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, DataError
 

@@ -15,8 +15,8 @@ from latentlab.config import TrainConfig
 from latentlab.data.cache import cache_root, prepare_cache, prepare_caches
 from latentlab.data.images import CELEBA_ALIGNED_SIZE, load_image
 from latentlab.errors import ConfigError
-from latentlab.train.schedule import jitter_shifts
 from latentlab.train.recipe import train
+from latentlab.train.schedule import jitter_shifts
 
 from .conftest import tiny_train_cfg
 

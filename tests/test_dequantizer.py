@@ -9,10 +9,10 @@ import torch
 
 from latentlab import Glow, GlowConfig
 from latentlab.checkpoint import load_model, save_model
-from latentlab.flow.dequantizer import Dequantizer
-from latentlab.errors import ConfigError
-from latentlab.flow.glow import evaluating
 from latentlab.data.quantize import bins_and_noise, dequantize, to_levels
+from latentlab.errors import ConfigError
+from latentlab.flow.dequantizer import Dequantizer
+from latentlab.flow.glow import evaluating
 
 from .test_flow import brute_logdet, perturb, tiny_model
 

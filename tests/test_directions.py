@@ -29,8 +29,8 @@ from latentlab.directions.maths import (
     save_directions,
     sweep_alphas,
 )
-from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, DataError, OutputError
 from latentlab.directions.report import attribute_table, cosine_heatmap, report_rows, write_report
+from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, DataError, OutputError
 
 NAMES = ["Smiling", "Blond_Hair", "Male"]
 

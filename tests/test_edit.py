@@ -15,6 +15,7 @@ from latentlab import Glow, GlowConfig
 from latentlab.checkpoint import model_fingerprint
 from latentlab.data.images import load_image
 from latentlab.directions.file import load_directions, save_directions
+from latentlab.errors import AttributeNameError, ConfigError, DataError, OutputError
 from latentlab.render.edit import (
     cell_size,
     decode_images,
@@ -29,7 +30,6 @@ from latentlab.render.edit import (
     render_sweep,
     sweep_latents,
 )
-from latentlab.errors import AttributeNameError, ConfigError, DataError, OutputError
 
 from .conftest import SHARED_CELEBA
 

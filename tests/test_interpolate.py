@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from latentlab import Glow, GlowConfig
+from latentlab.errors import ConfigError, OutputError
 from latentlab.render.animate import (
     hold_frames,
     interpolation_frames,
@@ -16,7 +17,6 @@ from latentlab.render.animate import (
     write_interpolation,
 )
 from latentlab.render.edit import decode_images, encode_faces
-from latentlab.errors import ConfigError, OutputError
 
 
 @pytest.fixture(scope="module")

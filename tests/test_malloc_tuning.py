@@ -10,8 +10,8 @@ import pytest
 
 import latentlab.bench as bench
 import latentlab.cli.app as cli
-from latentlab.errors import ConfigError
 from latentlab._malloc import USER_SETTINGS, tune_malloc, user_has_malloc_settings
+from latentlab.errors import ConfigError
 
 # 20 passes of a 6->128 convolution at 16x16 (a 2 MiB activation, freed after each pass); prints page faults
 FAULTS = """

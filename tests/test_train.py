@@ -13,12 +13,12 @@ import torch
 
 from latentlab import load_model
 from latentlab.config import TrainConfig
-from latentlab.train.devices import resolve_precision
 from latentlab.errors import ConfigError, OutputError, TrainingError
 from latentlab.flow.glow import Glow
+from latentlab.train.devices import resolve_precision
+from latentlab.train.recipe import train
 from latentlab.train.runs import check_resume_config, load_train_state, run_lock
 from latentlab.train.schedule import lr_at
-from latentlab.train.recipe import train
 
 from .conftest import TINY_MODEL, tiny_train_cfg
 

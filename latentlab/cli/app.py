@@ -266,9 +266,9 @@ def sample(
       latentlab sample --model models/celeba64 --n 8 --temperature 0,0.5,0.7,1 --out temps.png
     """
     from latentlab.checkpoint import load_model
+    from latentlab.render.pictures import save_image
     from latentlab.train.devices import resolve_device
     from latentlab.train.evaluate import sample_grid
-    from latentlab.render.pictures import save_image
 
     temps = _parse_floats(temperature, "--temperature")
     if any(t < 0 for t in temps):
@@ -354,8 +354,8 @@ def prepare(
 
 
 # The later pipeline stages keep their commands beside their library code; importing registers them.
-from latentlab.cli import bench, latents, render  # noqa: E402, F401
 from latentlab._malloc import tune_malloc  # noqa: E402
+from latentlab.cli import bench, latents, render  # noqa: E402, F401
 
 
 def main() -> None:

@@ -63,9 +63,9 @@ def encode(
       latentlab encode --labels list_attr_celeba.csv --model models/celeba64 --dtype float32
     """
     from latentlab.checkpoint import load_model
-    from latentlab.train.devices import resolve_device
     from latentlab.latents import default_image_folder, encode_to_store, store_progress
     from latentlab.paths import last_trained_model
+    from latentlab.train.devices import resolve_device
 
     if data is None and labels is None:
         raise fail("give the images with --data DIR, or a label file with --labels FILE", 2)
@@ -136,8 +136,8 @@ def attribute_vectors(
       latentlab attribute-vectors --labels list_attr_celeba.csv --attrs Smiling --orthogonal-to Male,Young
     """
     from latentlab.directions.fit import compute_attribute_vectors
-    from latentlab.train.devices import resolve_device
     from latentlab.directions.report import attribute_table
+    from latentlab.train.devices import resolve_device
 
     result = compute_attribute_vectors(
         labels_path=labels, model_path=model, images=images, out=out, attrs=_names(attrs, "--attrs") or None,

@@ -37,8 +37,8 @@ FacesArgument = Annotated[
 def _load(model: Path | None, device: str) -> tuple[Glow, Path]:
     """The model (given, or the last trained) on the device, and the path it came from."""
     from latentlab.checkpoint import load_model
-    from latentlab.train.devices import resolve_device
     from latentlab.paths import last_trained_model
+    from latentlab.train.devices import resolve_device
 
     path = model if model is not None else last_trained_model()
     return load_model(path, device=resolve_device(device)), path
@@ -95,10 +95,10 @@ def manipulate(
       latentlab manipulate face.jpg --attr Smiling --sweep -2,2,9 --units sigma --out smile.gif
       latentlab manipulate photo.jpg --face-crop --show-input --attr Young --alpha 1 --model models/celeba64
     """
-    from latentlab.render import edit
     from latentlab.checkpoint import model_fingerprint, resolve_model_path
     from latentlab.directions.maths import load_directions, sweep_alphas
     from latentlab.paths import default_vectors_path
+    from latentlab.render import edit
     from latentlab.render.pictures import check_output_path
 
     if sweep is not None and alpha:
@@ -178,10 +178,10 @@ def interpolate(
       latentlab interpolate a.jpg b.jpg --path linear --no-ease --frames 8 --out steps.png
       latentlab interpolate a.jpg b.jpg --fps 20 --out loop.gif --model models/celeba64
     """
-    from latentlab.render import animate
     from latentlab.checkpoint import resolve_model_path
-    from latentlab.render.edit import check_extension, load_faces
     from latentlab.progress import progress_bar
+    from latentlab.render import animate
+    from latentlab.render.edit import check_extension, load_faces
     from latentlab.render.pictures import FRAME_FORMATS, check_output_path
 
     if len(faces) < 2:

@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from latentlab.data.images import NO_SHIFT, list_images, try_load_image
+from latentlab.data.npyrows import NpyRows
 from latentlab.errors import DataError, OutputError
 from latentlab.fileio import atomic_write_text
-from latentlab.data.npyrows import NpyRows
 from latentlab.progress import progress_bar
 
 FORMAT_VERSION = 1

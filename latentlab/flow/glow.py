@@ -23,8 +23,9 @@ import torch.utils.checkpoint
 from torch import nn
 
 from latentlab.config import GlowConfig
-from latentlab.flow.dequantizer import Dequantizer
+from latentlab.data.quantize import bins_and_noise, dequantize, n_bins, to_float
 from latentlab.errors import ConfigError
+from latentlab.flow.dequantizer import Dequantizer
 from latentlab.flow.layers import (
     ActNorm,
     Coupling,
@@ -46,7 +47,6 @@ from latentlab.flow.layers import (
 from latentlab.flow.layers import (
     ZeroConv2d as ZeroConv2d,  # re-exported: bench.py finds the output convolutions through this module
 )
-from latentlab.data.quantize import bins_and_noise, dequantize, n_bins, to_float
 from latentlab.flow.reversible import InvertibleSteps, trainable
 
 LOG_2PI = math.log(2 * math.pi)

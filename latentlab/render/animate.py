@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentlab.render.edit import decode_batches, encode_faces
 from latentlab.errors import ConfigError, OutputError
 from latentlab.flow.glow import Glow
+from latentlab.render.edit import decode_batches, encode_faces
 from latentlab.render.interpolation import METHODS, loop_schedule, path_latents
 from latentlab.render.pictures import MAX_PNG_FRAMES, FrameWriter, to_hwc, upscale
 

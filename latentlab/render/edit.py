@@ -25,11 +25,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from latentlab.data.images import load_image
+from latentlab.data.quantize import to_uint8
 from latentlab.directions.file import DirectionSet
 from latentlab.directions.maths import apply_edits, check_alpha
 from latentlab.errors import ConfigError, OutputError
 from latentlab.flow.glow import Glow, evaluating
-from latentlab.data.quantize import to_uint8
 from latentlab.render.pictures import (
     FRAME_FORMATS,
     IMAGE_FORMATS,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentlab.data.quantize import dequantize, to_uint8
 from latentlab.errors import ConfigError
 from latentlab.flow.glow import Glow, evaluating
-from latentlab.data.quantize import dequantize, to_uint8
 
 EVAL_NOISE_SEED = 4321
 

@@ -18,16 +18,16 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from latentlab.train.adam import Adam
-from latentlab.train.averaging import WeightAverage, averaged
 from latentlab.checkpoint import load_model, save_model
 from latentlab.config import TrainConfig
-from latentlab.train.devices import resolve_device, resolve_precision
-from latentlab.train.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
+from latentlab.data.quantize import dequantize, to_uint8
 from latentlab.errors import ConfigError, DataError, TrainingError
 from latentlab.flow.glow import Glow, evaluating
 from latentlab.paths import data_dir, models_dir
-from latentlab.data.quantize import dequantize, to_uint8
+from latentlab.train.adam import Adam
+from latentlab.train.averaging import WeightAverage, averaged
+from latentlab.train.devices import resolve_device, resolve_precision
+from latentlab.train.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
 from latentlab.train.runs import (
     append_metrics,
     check_resume_config,

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from latentlab.train.adam import Adam
 from latentlab.checkpoint import load_tensors, save_tensors
 from latentlab.config import GlowConfig
 from latentlab.errors import CheckpointError, ConfigError, OutputError
 from latentlab.fileio import folder_lock
+from latentlab.train.adam import Adam
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
