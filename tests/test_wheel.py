@@ -81,16 +81,9 @@ def test_wheel_installs_and_trains_from_an_unrelated_folder(tmp_path: Path):
     venv = _fresh_env(tmp_path, wheel, env)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    found = _run(
-        [
-            venv / "bin" / "python",
-            "-c",
-            "import latentlab.config as c; print(c.__file__); print(c.available_presets())",
-        ],
-        cwd=elsewhere,
-        env=env,
-    ).splitlines()
-    assert Path(found[0]).is_relative_to(venv), f"latentlab imported from {found[0]}, not from the wheel"
+    probe = "import latentlab.config as c; print(c.__file__); print(c.available_presets())"
+    found = _run([venv / "bin" / "python", "-c", probe], cwd=elsewhere, env=env).splitlines()
+    assert Path(found[0]).resolve().is_relative_to(venv.resolve()), f"latentlab imported from {found[0]}"
     assert found[1] == str(SHIPPED_PRESETS)
 
     cli = venv / "bin" / "latentlab"
