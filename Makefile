@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build on local disk; CUDA users install their own torch before `make install`.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test demo demo-celeba lint bench clean
+.PHONY: install test demo demo-celeba lint bench wheel clean
 
 $(BIN)/latentlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +31,9 @@ lint: install
 bench: install
 	$(BIN)/latentlab bench
 
+# dist/latentlab-*.whl, presets inside; offline, with the setuptools `make install` put into the environment
+wheel: install
+	$(BIN)/pip wheel . --no-deps --no-build-isolation --no-index -w dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

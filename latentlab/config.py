@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latentlab.errors import ConfigError
+from latentlab.paths import models_dir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, published as tomli before it joined the standard library
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 COUPLINGS = ("affine", "additive")
 _SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
@@ -244,8 +255,6 @@ class TrainConfig:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """'width=64' -> ('width', 64): a --set override, its value parsed as TOML (bare words as strings)."""
-    import tomllib
-
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -270,23 +279,26 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
     return config.replace(model=model_changes, **train_changes)
 
 
-def preset_dirs() -> list[Path]:
-    """Where presets are looked up: ./models, then the models/ folder shipped beside the package."""
-    return [Path("models"), Path(__file__).resolve().parent.parent / "models"]
+def preset_files() -> dict[str, Traversable]:
+    """Every preset by name: the package data in latentlab/presets/ (found wherever latentlab is installed),
+    replaced by name by the user's models_dir()/NAME.toml."""
+    found: dict[str, Traversable] = {}
+    for folder in (resources.files("latentlab") / "presets", models_dir()):
+        for file in folder.iterdir() if folder.is_dir() else ():
+            if file.name.endswith(".toml") and file.is_file():
+                found[file.name.removesuffix(".toml")] = file
+    return found
 
 
 def available_presets() -> list[str]:
     """Names of the presets that can be found."""
-    return sorted({p.stem for d in preset_dirs() if d.is_dir() for p in d.glob("*.toml")})
+    return sorted(preset_files())
 
 
 def load_preset(name: str) -> TrainConfig:
-    """A preset name (models/NAME.toml) or a path to a TOML file -> TrainConfig."""
-    import tomllib
-
-    candidates = [Path(name)] if name.endswith(".toml") else [d / f"{name}.toml" for d in preset_dirs()]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
+    """A preset name (shipped, or models/NAME.toml) or a path to a TOML file -> TrainConfig."""
+    path = Path(name) if name.endswith(".toml") else preset_files().get(name)
+    if path is None or not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(available_presets()) or 'none'}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ MODEL_FILE = "model.safetensors"
 
 
 def models_dir() -> Path:
-    """Where run folders are written by default."""
+    """Where run folders are written by default; a NAME.toml here replaces the shipped preset NAME."""
     return Path(os.environ.get("LATENTLAB_MODELS", "models"))
 
 

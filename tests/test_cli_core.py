@@ -51,3 +51,49 @@ def test_every_command_has_help_with_examples():
         result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "120"})
         assert result.exit_code == 0, name
         assert "Example" in result.output, f"{name} --help has no examples"
+
+
+SHIPPED_PRESETS = ["celeba32", "celeba64", "celebahq256", "toy32"]
+
+
+def test_shipped_presets_are_package_data_and_all_load():
+    from importlib import resources
+
+    from latentlab.config import available_presets, load_preset
+
+    shipped = resources.files("latentlab") / "presets"
+    assert sorted(f.name for f in shipped.iterdir() if f.name.endswith(".toml")) == [
+        f"{p}.toml" for p in SHIPPED_PRESETS
+    ]
+    assert available_presets() == SHIPPED_PRESETS
+    sizes = {name: load_preset(name).model.image_size for name in SHIPPED_PRESETS}
+    assert sizes == {"celeba32": 32, "celeba64": 64, "celebahq256": 256, "toy32": 32}
+
+
+def test_presets_in_the_models_folder_override_shipped_ones_by_name(tmp_path, monkeypatch):
+    from latentlab.config import available_presets, load_preset
+
+    mine = tmp_path / "my-models"
+    monkeypatch.setenv("LATENTLAB_MODELS", str(mine))
+    (mine / "a-run.toml").mkdir(parents=True)  # a folder is not a preset, whatever its name
+    (mine / "toy32.toml").write_text("[model]\nwidth = 24\n[train]\nbatch_size = 4\n")
+    (mine / "tiny.toml").write_text("[model]\nimage_size = 16\nlevels = 2\n")
+    assert available_presets() == sorted([*SHIPPED_PRESETS, "tiny"])
+    toy = load_preset("toy32")
+    assert (toy.model.width, toy.batch_size, toy.model.image_size) == (24, 4, 32)
+    assert load_preset("tiny").model.image_size == 16
+    assert load_preset(str(mine / "tiny.toml")) == load_preset("tiny")
+    assert load_preset("celeba64").model.width == 256  # shipped ones the folder does not name stay
+
+    result = runner.invoke(app, ["train", "--preset", "tiny2"])
+    assert result.exit_code == 1 and "tiny2" in result.stderr and "celeba64, celebahq256, tiny, toy32" in result.stderr
+
+
+def test_a_broken_preset_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTLAB_MODELS", str(tmp_path))
+    (tmp_path / "broken.toml").write_text("[model\nwidth = 8\n")
+    (tmp_path / "extra.toml").write_text("[model]\nwidth = 8\n[optimizer]\nlr = 1\n")
+    for name, expected in (("broken", "not valid TOML"), ("extra", "unknown section(s) optimizer")):
+        result = runner.invoke(app, ["train", "--preset", name])
+        assert result.exit_code == 1 and expected in result.stderr, result.output + result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
