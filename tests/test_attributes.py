@@ -14,8 +14,9 @@ import torch
 from latentlab.checkpoint import load_model, model_fingerprint
 from latentlab.data.cache import prepare_cache
 from latentlab.data.toy_faces import TOY_ATTRIBUTES
-from latentlab.directions.fit import compute_attribute_vectors, fit_directions
-from latentlab.directions.maths import load_directions
+from latentlab.directions.attribute_vectors import compute_attribute_vectors
+from latentlab.directions.file import load_directions
+from latentlab.directions.fit import fit_directions
 from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, DataError
 
 
@@ -41,14 +42,14 @@ def test_a_planted_direction_is_recovered_by_each_method(method):
     fit = fit_directions(z, labels, ["A", "B"], method=method, seed=0)
     v = fit.vectors["A"].numpy()
     assert cosine(v, u_a) > 0.9
-    assert fit.probe_accuracy["A"] > 0.85
+    assert fit.extra["probe_accuracy"]["A"] > 0.85
     # alpha = 1 moves the negatives' mean projection to the positives'
     unit = v / np.linalg.norm(v)
     proj = z.astype(np.float64) @ unit
     gap = proj[labels[:, 0] > 0].mean() - proj[labels[:, 0] < 0].mean()
     assert np.linalg.norm(v) == pytest.approx(gap, rel=1e-9)
     if method == "logistic":
-        assert fit.classifier_accuracy["A"] > 0.85 and fit.fitted_rows == 2000
+        assert fit.extra["classifier_accuracy"]["A"] > 0.85 and fit.extra["logistic_rows"] == 2000
 
 
 def test_mean_difference_is_exact_and_independent_of_chunking_and_order():
@@ -66,7 +67,7 @@ def test_mean_difference_is_exact_and_independent_of_chunking_and_order():
     for name in ("A", "B"):
         np.testing.assert_allclose(shuffled.vectors[name].numpy(), base.vectors[name].numpy(), atol=1e-12)
     assert shuffled.latent_std == pytest.approx(base.latent_std, rel=1e-9)
-    assert list(base.pos_counts) == [int((labels[:, 0] > 0).sum()), int((labels[:, 1] > 0).sum())]
+    assert base.pos_counts == {"A": int((labels[:, 0] > 0).sum()), "B": int((labels[:, 1] > 0).sum())}
 
 
 @pytest.mark.parametrize("method", ["mean-diff", "logistic"])
@@ -105,18 +106,23 @@ def test_streaming_pipeline_equals_in_memory_computation(tiny_run, toy_data, tmp
     results = []
     for batch_size in (5, 64):
         result = compute_attribute_vectors(
-            labels_path=toy_data / "list_attr_celeba.csv", model_path=tiny_run,
-            out=tmp_path / f"b{batch_size}.safetensors", batch_size=batch_size, latent_dtype="float32",
-            min_count=5, progress=False, workers=1,
-        )  # fmt: skip
+            labels_path=toy_data / "list_attr_celeba.csv",
+            model_path=tiny_run,
+            out=tmp_path / f"b{batch_size}.safetensors",
+            batch_size=batch_size,
+            latent_dtype="float32",
+            min_count=5,
+            progress=False,
+            workers=1,
+        )
         assert result.images == folder and result.images_used == 96 and not result.directions.skipped
         results.append(result.directions)
         for name in TOY_ATTRIBUTES:
             y = labels[name].to_numpy()
             expected = z[y > 0].mean(0) - z[y < 0].mean(0)
             np.testing.assert_allclose(result.directions.vectors[name].numpy(), expected, atol=1e-5)
-            a = result.directions.names.index(name)
-            assert (result.directions.pos_counts[a], result.directions.neg_counts[a]) == ((y > 0).sum(), (y < 0).sum())
+            counts = (result.directions.pos_counts[name], result.directions.neg_counts[name])
+            assert counts == ((y > 0).sum(), (y < 0).sum())
     for name in TOY_ATTRIBUTES:
         np.testing.assert_allclose(results[0].vectors[name].numpy(), results[1].vectors[name].numpy(), atol=1e-5)
 
@@ -124,9 +130,16 @@ def test_streaming_pipeline_equals_in_memory_computation(tiny_run, toy_data, tmp
 def test_direction_file_and_report_hold_everything(tiny_run, toy_data, tmp_path):
     out = tmp_path / "dirs.safetensors"
     result = compute_attribute_vectors(
-        labels_path=toy_data / "list_attr_celeba.csv", model_path=tiny_run, out=out, attrs=["Smiling", "Male"],
-        method="logistic", orthogonal_to=["Bangs"], min_count=5, progress=False, workers=1,
-    )  # fmt: skip
+        labels_path=toy_data / "list_attr_celeba.csv",
+        model_path=tiny_run,
+        out=out,
+        attrs=["Smiling", "Male"],
+        method="logistic",
+        orthogonal_to=["Bangs"],
+        min_count=5,
+        progress=False,
+        workers=1,
+    )
     dirs = load_directions(out)
     fingerprint = model_fingerprint(load_model(tiny_run))
     assert dirs.fingerprint == fingerprint == result.fingerprint
@@ -164,15 +177,28 @@ def test_too_few_positives_are_reported_and_skipped(tiny_run, toy_data, tmp_path
     labels = tmp_path / "labels.csv"
     table.to_csv(labels, index=False)
     out = tmp_path / "dirs.safetensors"
-    result = compute_attribute_vectors(labels_path=labels, images=toy_data / "img_align_celeba", model_path=tiny_run,
-                                       out=out, progress=False, workers=1)  # fmt: skip
+    result = compute_attribute_vectors(
+        labels_path=labels,
+        images=toy_data / "img_align_celeba",
+        model_path=tiny_run,
+        out=out,
+        progress=False,
+        workers=1,
+    )
     row = next(r for r in result.rows if r["attribute"] == "Eyeglasses")
     assert "3 positives" in row["skipped"] and row["norm"] is None
     assert "Eyeglasses" not in load_directions(out).names and "Smiling" in load_directions(out).names
-    assert "Eyeglasses" in load_directions(out).extra["skipped"]
+    assert "Eyeglasses" in load_directions(out).skipped
     with pytest.raises(DataError, match="no attribute can get a direction"):
-        compute_attribute_vectors(labels_path=labels, images=toy_data / "img_align_celeba", model_path=tiny_run,
-                                  out=out, attrs=["Eyeglasses"], progress=False, workers=1)  # fmt: skip
+        compute_attribute_vectors(
+            labels_path=labels,
+            images=toy_data / "img_align_celeba",
+            model_path=tiny_run,
+            out=out,
+            attrs=["Eyeglasses"],
+            progress=False,
+            workers=1,
+        )
 
 
 def test_mismatched_labels_and_images_are_counted(tiny_run, toy_data, tmp_path):
@@ -185,8 +211,9 @@ def test_mismatched_labels_and_images_are_counted(tiny_run, toy_data, tmp_path):
     labels = tmp_path / "labels.csv"
     pd.concat([table, extra]).to_csv(labels, index=False)
     out = tmp_path / "d.safetensors"
-    result = compute_attribute_vectors(labels_path=labels, images=images, model_path=tiny_run, out=out, min_count=5,
-                                       progress=False, workers=1)  # fmt: skip
+    result = compute_attribute_vectors(
+        labels_path=labels, images=images, model_path=tiny_run, out=out, min_count=5, progress=False, workers=1
+    )
     assert result.images_without_labels == 3 + 1 and result.labels_without_image == 2 + 1
     assert result.images_used == 96 - 4
     assert "3 label rows without an image" in result.match_summary and "4 images without labels" in result.match_summary
@@ -205,8 +232,9 @@ def test_labels_matching_no_image_and_bad_options_are_errors(tiny_run, toy_data,
     labels = tmp_path / "labels.csv"
     labels.write_text("image_id,Smiling\nnope1.jpg,1\nnope2.jpg,-1\n")
     with pytest.raises(DataError, match="none of the 96 images"):
-        compute_attribute_vectors(labels_path=labels, images=toy_data / "img_align_celeba", model_path=tiny_run,
-                                  progress=False, workers=1)  # fmt: skip
+        compute_attribute_vectors(
+            labels_path=labels, images=toy_data / "img_align_celeba", model_path=tiny_run, progress=False, workers=1
+        )
     with pytest.raises(DataError, match="does not exist"):
         compute_attribute_vectors(labels_path=tmp_path / "missing.csv", model_path=tiny_run)
     with pytest.raises(ConfigError, match="unknown method"):

@@ -13,20 +13,18 @@ import pytest
 import torch
 from rich.console import Console
 
+from latentlab.directions.file import DirectionSet, load_directions, save_directions
+from latentlab.directions.fit import AttributeSums, ProjectionStats
 from latentlab.directions.maths import (
-    AttributeSums,
-    ProjectionStats,
     apply_edits,
     best_threshold,
     check_alpha,
+    condition_directions,
     cosine_matrix,
-    get_vector,
-    load_directions,
     logistic_directions,
     orthogonalize,
     probe_accuracy,
-    project,
-    save_directions,
+    scale_to_class_gap,
     sweep_alphas,
 )
 from latentlab.directions.report import attribute_table, cosine_heatmap, report_rows, write_report
@@ -37,6 +35,11 @@ NAMES = ["Smiling", "Blond_Hair", "Male"]
 
 def cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a.double(), b.double()) / (a.double().norm() * b.double().norm()))
+
+
+def project(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Projections of z (N, D) on the unit direction of v (D,) -> (N,) float64."""
+    return z.double() @ (v.double() / v.double().norm())
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +72,6 @@ def test_streaming_sums_equal_in_memory_whatever_the_order_and_batching():
         np.testing.assert_allclose(sums.mean_diff().numpy(), expected, rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(sums.pos_counts, (labels == 1).sum(0))
         np.testing.assert_array_equal(sums.neg_counts, (labels == -1).sum(0))
-
-
-def test_merged_shards_equal_one_pass():
-    rng = np.random.default_rng(2)
-    z = rng.standard_normal((100, 8))
-    labels = rng.choice(np.array([-1, 1], dtype=np.int8), size=(100, 3))
-    whole, left, right = AttributeSums(NAMES, 8), AttributeSums(NAMES, 8), AttributeSums(NAMES, 8)
-    whole.update(z, labels)
-    left.update(z[:40], labels[:40])
-    right.update(z[40:], labels[40:])
-    np.testing.assert_allclose(left.merge(right).mean_diff().numpy(), whole.mean_diff().numpy(), rtol=1e-12)
-    with pytest.raises(DataError):
-        left.merge(AttributeSums(["Other"], 8))
 
 
 def test_sums_reject_bad_labels_and_latents():
@@ -119,19 +109,19 @@ def test_planted_direction_is_recovered_by_mean_difference_and_probe(planted):
     v = sums.mean_diff()
     for a in range(2):
         assert cos(v[a], true[a]) > 0.95
-        acc = probe_accuracy(project(z, v[a])[:, 0], labels[:, a], seed=0)
+        acc = probe_accuracy(project(z, v[a]), labels[:, a], seed=0)
         assert acc > 0.9
-        assert probe_accuracy(project(z, -v[a])[:, 0], labels[:, a], seed=0) < 0.6  # polarity matters
+        assert probe_accuracy(project(z, -v[a]), labels[:, a], seed=0) < 0.6  # polarity matters
     stats = ProjectionStats(v)
     for i in range(0, len(z), 300):
         stats.update(z[i : i + 300], labels[i : i + 300])
-    proj = project(z, v)
+    proj = torch.stack([project(z, v[a]) for a in range(2)], dim=1)
     np.testing.assert_allclose(stats.std(), proj.std(dim=0, unbiased=False).numpy(), rtol=1e-5)
     np.testing.assert_allclose(
         stats.probe_accuracies(seed=0), [probe_accuracy(proj[:, a], labels[:, a], seed=0) for a in range(2)]
     )
     shuffled = np.random.default_rng(0).permutation(labels[:, 0])
-    assert abs(probe_accuracy(project(z, v[0])[:, 0], shuffled, seed=0) - 0.5) < 0.06
+    assert abs(probe_accuracy(project(z, v[0]), shuffled, seed=0) - 0.5) < 0.06
 
 
 def test_planted_direction_is_recovered_by_logistic_regression(planted):
@@ -191,6 +181,28 @@ def test_orthogonalize_removes_only_the_projection_onto_the_span():
     assert torch.allclose(orthogonalize(v, basis.T), expected, atol=1e-12)
 
 
+def test_conditioning_keeps_the_conditions_and_drops_directions_inside_their_span():
+    g = torch.Generator().manual_seed(10)
+    male, young, smile = (torch.randn(64, generator=g, dtype=torch.float64) for _ in range(3))
+    units = {"Smiling": smile + male, "Male": male, "Old": 2 * male - 3 * young, "Young": young}
+    kept, skipped = condition_directions(units, ["Male", "Young"])
+    assert list(kept) == ["Smiling", "Male", "Young"] and list(skipped) == ["Old"]
+    assert "span of Male, Young" in skipped["Old"]
+    assert torch.equal(kept["Male"], male) and torch.equal(kept["Young"], young)
+    assert abs(cos(kept["Smiling"], male)) < 1e-12 and abs(cos(kept["Smiling"], young)) < 1e-12
+    assert condition_directions(units, []) == (units, {})
+
+
+def test_scaled_direction_spans_the_class_mean_gap():
+    g = torch.Generator().manual_seed(11)
+    mean_diff = torch.randn(16, generator=g, dtype=torch.float64)
+    assert torch.allclose(scale_to_class_gap(3 * mean_diff, mean_diff), mean_diff, atol=1e-12)
+    u = torch.randn(16, generator=g, dtype=torch.float64)
+    v = scale_to_class_gap(u, mean_diff)
+    assert cos(v, u) == pytest.approx(math.copysign(1, float(mean_diff @ u)))
+    assert float(v @ u / u.norm()) == pytest.approx(float(mean_diff @ u / u.norm()))
+
+
 def test_cosine_matrix():
     v = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, -2.0]])
     c = cosine_matrix(v)
@@ -225,12 +237,12 @@ def test_save_load_round_trip_is_exact(tmp_path):
     for name, v in vectors.items():
         assert torch.equal(dirs.vectors[name], v)
         assert dirs.norms[name] == pytest.approx(float(v.double().norm()))
-    assert dirs.counts == {"Smiling": (10, 11), "Blond_Hair": (20, 21), "Male": (30, 31)}
+    assert dirs.pos_counts == {"Smiling": 10, "Blond_Hair": 20, "Male": 30}
+    assert dirs.neg_counts == {"Smiling": 11, "Blond_Hair": 21, "Male": 31}
     assert (dirs.method, dirs.dim, dirs.extra) == ("mean-diff", 32, {"images": 72})
     assert dirs.latent_std == {"Smiling": 1.5, "Blond_Hair": 2.0, "Male": 0.5}
     sigma = dirs.vector("Male", units="sigma")
     assert float(sigma.norm()) == pytest.approx(0.5) and cos(sigma, vectors["Male"]) == pytest.approx(1.0)
-    assert dirs.matrix(["Male", "Smiling"]).shape == (2, 32)
     assert [p.name for p in tmp_path.iterdir()] == ["dirs.safetensors"]  # no temp file left behind
 
 
@@ -266,8 +278,15 @@ def test_pickle_files_are_refused_without_running_them(tmp_path):
 def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path):
     path = tmp_path / "dirs.safetensors"
     for pad in range(200):  # the first byte is the header length's low byte: make it 0x80
-        save_directions(path, vectors={"A": torch.ones(4)}, pos_counts=[1], neg_counts=[1], method="m",
-                        model_fingerprint="f", extra={"pad": "x" * pad})  # fmt: skip
+        save_directions(
+            path,
+            vectors={"A": torch.ones(4)},
+            pos_counts=[1],
+            neg_counts=[1],
+            method="m",
+            model_fingerprint="f",
+            extra={"pad": "x" * pad},
+        )
         if path.read_bytes()[:1] == b"\x80":
             break
     else:
@@ -306,14 +325,47 @@ def test_unknown_attribute_suggests_the_close_name(tmp_path):
     path = tmp_path / "dirs.safetensors"
     make_file(path)
     dirs = load_directions(path)
-    assert torch.equal(get_vector(dirs, "Male"), dirs.vectors["Male"])
+    assert torch.equal(dirs.vector("Male"), dirs.vectors["Male"])
     for wrong in ["blond_hair", "Blond", "Smilling"]:
-        with pytest.raises(AttributeNameError, match="did you mean (Blond_Hair|Smiling)"):
-            get_vector(dirs, wrong)
-    with pytest.raises(AttributeNameError, match="known: Smiling, Blond_Hair, Male"):
-        get_vector(dirs, "Xyzzy")
+        with pytest.raises(AttributeNameError, match="did you mean (Blond_Hair|Smiling)") as err:
+            dirs.vector(wrong)
+        assert f"unknown attribute '{wrong}' in {path};" in str(err.value)
+    with pytest.raises(AttributeNameError, match=r"did you mean Blond_Hair\? \(names are case-sensitive\)"):
+        dirs.vector("blond_hair")
+    with pytest.raises(AttributeNameError, match="valid names are Smiling, Blond_Hair, Male"):
+        dirs.vector("Xyzzy")
     with pytest.raises(ConfigError, match="units"):
         dirs.vector("Male", units="furlongs")
+
+
+def test_a_fitted_set_saves_and_loads_as_the_same_set(tmp_path):
+    g = torch.Generator().manual_seed(9)
+    fitted = DirectionSet(
+        vectors={"Male": torch.randn(8, generator=g, dtype=torch.float64), "Young": torch.randn(8, generator=g)},
+        method="mean-diff",
+        pos_counts={"Male": 12, "Bald": 2, "Young": 30},  # Bald was skipped: counted, no vector
+        neg_counts={"Male": 40, "Bald": 50, "Young": 22},
+        latent_std={"Male": 1.25, "Young": 0.75},
+        fingerprint="f" * 16,
+        extra={"skipped": {"Bald": "too few"}, "probe_accuracy": {"Male": 0.9, "Young": 0.7}},
+    )
+    path = fitted.save(tmp_path / "d.safetensors")
+    loaded = load_directions(path)
+    assert loaded.names == fitted.names == ["Male", "Young"] and loaded.skipped == fitted.skipped == {"Bald": "too few"}
+    assert loaded.pos_counts == {"Male": 12, "Young": 30} and loaded.neg_counts == {"Male": 40, "Young": 22}
+    assert (loaded.method, loaded.fingerprint, loaded.latent_std, loaded.extra, loaded.path) == (
+        fitted.method,
+        fitted.fingerprint,
+        fitted.latent_std,
+        fitted.extra,
+        path,
+    )
+    for name, v in fitted.vectors.items():
+        assert loaded.vectors[name].dtype == torch.float32 and torch.equal(loaded.vectors[name], v.float())
+    fitted_rows = report_rows(fitted)
+    assert [r["attribute"] for r in fitted_rows] == ["Male", "Bald", "Young"] and fitted_rows[1]["norm"] is None
+    for fitted_row, loaded_row in zip([fitted_rows[0], fitted_rows[2]], report_rows(loaded), strict=True):
+        assert fitted_row == {**loaded_row, "norm": pytest.approx(loaded_row["norm"], rel=1e-6)}
 
 
 # --- edits -----------------------------------------------------------------------------------------
@@ -342,8 +394,14 @@ def test_sweep_alphas():
     alphas = sweep_alphas("-1,1,7")
     assert len(alphas) == 7 and alphas[0] == -1.0 and alphas[3] == 0.0 and alphas[-1] == 1.0
     assert sweep_alphas(" 0 , 0.3 , 4 ")[-1] == 0.3
-    for bad, why in [("1,2", "fields"), ("a,1,3", "not a number"), ("0,1,1", "between 2"), ("nan,1,3", "finite"),
-                     ("0,inf,3", "finite"), ("0,1,2.5", "whole number")]:  # fmt: skip
+    for bad, why in [
+        ("1,2", "fields"),
+        ("a,1,3", "not a number"),
+        ("0,1,1", "between 2"),
+        ("nan,1,3", "finite"),
+        ("0,inf,3", "finite"),
+        ("0,1,2.5", "whole number"),
+    ]:
         with pytest.raises(ConfigError, match=why):
             sweep_alphas(bad)
     assert check_alpha("0.25") == 0.25
@@ -356,8 +414,19 @@ def test_sweep_alphas():
 
 def test_report_files_and_table(tmp_path):
     v = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    rows = report_rows(NAMES, [5, 50, 40], [60, 10, 20], [math.nan, 1.0, 1.4], accuracy=[0.5, 0.9, math.nan],
-                       skipped={"Smiling": "5 positives and 60 negatives; need at least 10 of each"})  # fmt: skip
+    dirs = DirectionSet(
+        vectors={"Blond_Hair": v[0], "Male": 1.4 * v[1]},
+        method="logistic",
+        pos_counts={"Smiling": 5, "Blond_Hair": 50, "Male": 40},
+        neg_counts={"Smiling": 60, "Blond_Hair": 10, "Male": 20},
+        extra={
+            "probe_accuracy": {"Blond_Hair": 0.9, "Male": None},
+            "classifier_accuracy": {"Blond_Hair": 0.95, "Male": None},
+            "skipped": {"Smiling": "5 positives and 60 negatives; need at least 10 of each"},
+        },
+    )
+    rows = report_rows(dirs)
+    assert rows[2]["norm"] == pytest.approx(1.4 * math.sqrt(2)) and rows[1]["classifier_accuracy"] == 0.95
     paths = write_report(tmp_path / "x", rows, cosine=cosine_matrix(v), cosine_names=NAMES[1:], meta={"method": "m"})
     doc = json.loads(paths["json"].read_text())
     assert (
@@ -365,7 +434,15 @@ def test_report_files_and_table(tmp_path):
     )
     assert doc["cosine"]["names"] == NAMES[1:] and doc["cosine"]["matrix"][0][1] == pytest.approx(2**-0.5)
     table = pd.read_csv(paths["csv"])
-    assert list(table.columns) == ["attribute", "positives", "negatives", "norm", "probe_accuracy", "skipped"]
+    assert list(table.columns) == [
+        "attribute",
+        "positives",
+        "negatives",
+        "norm",
+        "probe_accuracy",
+        "skipped",
+        "classifier_accuracy",
+    ]
     from PIL import Image
 
     assert Image.open(paths["heatmap"]).size[0] > 100

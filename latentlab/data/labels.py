@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -258,23 +259,28 @@ def _stem(image_id: str) -> str:
     return PurePosixPath(image_id).stem
 
 
-def suggest_attribute(name: str, known: Sequence[str]) -> str:
-    """The error message for an unknown attribute: close names (case-insensitive), else a few valid ones."""
+def suggest_attribute(name: str, known: Sequence[str], *, where: str | os.PathLike[str] | None = None) -> str:
+    """The error message for an unknown attribute: close names (case-insensitive), else a few valid ones.
+
+    `where` names the file the attribute was looked up in, when there is one. Label tables and
+    direction files both answer with this message, so a typo reads the same everywhere.
+    """
     known = list(known)
+    unknown = f"unknown attribute {name!r}" + (f" in {where}" if where is not None else "")
     lowered = {k.lower(): k for k in known}
-    if name.lower() in lowered:
-        return f"unknown attribute {name!r}; did you mean {lowered[name.lower()]}? (names are case-sensitive)"
-    needle = name.lower()
+    needle = str(name).lower()
+    if needle in lowered:
+        return f"{unknown}; did you mean {lowered[needle]}? (names are case-sensitive)"
     containing = [k for k in known if len(needle) >= 3 and needle in k.lower()]
     close = [lowered[k] for k in difflib.get_close_matches(needle, list(lowered), n=3, cutoff=0.6)]
     candidates = list(dict.fromkeys(containing or close))[:3]
     if candidates:
         listed = candidates[0] if len(candidates) == 1 else ", ".join(candidates[:-1]) + " or " + candidates[-1]
-        return f"unknown attribute {name!r}; did you mean {listed}?"
+        return f"{unknown}; did you mean {listed}?"
     if not known:
-        return f"unknown attribute {name!r}; no attributes are available"
+        return f"{unknown}; no attributes are available"
     shown = ", ".join(known[:6]) + (f", … ({len(known)} in all)" if len(known) > 6 else "")
-    return f"unknown attribute {name!r}; valid names are {shown}"
+    return f"{unknown}; valid names are {shown}"
 
 
 def check_attributes(names: Sequence[str], known: Sequence[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The direction file: one float32 vector per attribute in safetensors, described by JSON metadata.
+"""A set of attribute directions, and the file that holds it: safetensors vectors plus JSON metadata.
 
 Layout of `attributes/<model>.safetensors`:
 - one tensor (D,) float32 per attribute, named by the attribute;
@@ -12,7 +12,6 @@ Loading parses only safetensors (never pickle), so opening a file cannot run cod
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -33,20 +32,27 @@ _RESERVED = ("__pos_counts__", "__neg_counts__", "__norms__", "__latent_std__")
 
 @dataclass(frozen=True)
 class DirectionSet:
-    """Directions loaded from a file: `vectors[name]` is (D,) float32, in the file's attribute order."""
+    """Attribute directions and what is known of each: fitting makes one, the file stores it, edits read it.
+
+    `vectors[name]` is (D,) in attribute order: float64 as fitted, float32 as read from a file.
+    A fitted set also counts the attributes it skipped (they have no vector; `skipped` says why).
+    `extra` describes the run (probe accuracies, the skipped attributes, the images, ...) and is
+    stored as it is.
+    """
 
     vectors: dict[str, torch.Tensor]
     method: str
-    fingerprint: str
     pos_counts: dict[str, int]
     neg_counts: dict[str, int]
-    latent_std: dict[str, float] | None = None
+    latent_std: dict[str, float] | None = None  # spread of the data's projections (for --units sigma)
+    fingerprint: str = ""  # of the model whose latents gave the vectors
     extra: dict[str, Any] = field(default_factory=dict)
-    version: str = ""
-    path: Path | None = None
+    version: str = ""  # of latentlab, when read from a file
+    path: Path | None = None  # when read from a file
 
     @property
     def names(self) -> list[str]:
+        """The attributes that have a direction, in order."""
         return list(self.vectors)
 
     @property
@@ -54,13 +60,13 @@ class DirectionSet:
         return next(iter(self.vectors.values())).shape[0]
 
     @property
-    def counts(self) -> dict[str, tuple[int, int]]:
-        """{name: (positives, negatives)}."""
-        return {n: (self.pos_counts[n], self.neg_counts[n]) for n in self.vectors}
-
-    @property
     def norms(self) -> dict[str, float]:
         return {n: float(v.double().norm()) for n, v in self.vectors.items()}
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """{name: reason} for the attributes that got no direction."""
+        return dict(self.extra.get("skipped") or {})
 
     def check_model(self, fingerprint: str, model_name: str) -> None:
         """Raise CheckpointError unless these vectors were computed with the model of `fingerprint`."""
@@ -76,9 +82,16 @@ class DirectionSet:
         """The direction for `name`, scaled so that alpha = 1 means one unit of `units`.
 
         "raw": the stored vector (alpha = 1 moves the negatives' mean to the positives').
-        "sigma": the unit direction times the standard deviation of the data's projections on it.
+        "sigma": the unit direction times the standard deviation of the data's projections on it,
+        so that alphas mean the same spread whatever the attribute.
+        An unknown name is an AttributeNameError that suggests the close ones.
         """
-        v = get_vector(self, name)
+        if name not in self.vectors:
+            # Imported here: the label module brings pandas, which edits do not otherwise need.
+            from latentlab.data.labels import suggest_attribute
+
+            raise AttributeNameError(suggest_attribute(name, self.names, where=self.path))
+        v = self.vectors[name]
         if units == "raw":
             return v
         if units != "sigma":
@@ -88,25 +101,18 @@ class DirectionSet:
             raise ConfigError(f"{where} has no spread for {name}; use --units raw or recompute the vectors")
         return v / v.norm() * self.latent_std[name]
 
-    def matrix(self, names: Sequence[str] | None = None) -> torch.Tensor:
-        """(A, D) float32 stack of the vectors for `names` (default: all, in file order)."""
-        return torch.stack([get_vector(self, n) for n in (names if names is not None else self.names)])
-
-
-def get_vector(dirs: DirectionSet, name: str) -> torch.Tensor:
-    """dirs.vectors[name], or AttributeNameError with a case-insensitive "did you mean"."""
-    if name in dirs.vectors:
-        return dirs.vectors[name]
-    lowered = {n.lower(): n for n in dirs.vectors}
-    key = str(name).lower()
-    close = difflib.get_close_matches(key, list(lowered), n=3, cutoff=0.6)
-    close += [low for low in lowered if key and key in low and low not in close]
-    where = f" in {dirs.path}" if dirs.path is not None else ""
-    if close:
-        hint = "did you mean " + " or ".join(lowered[c] for c in close[:3]) + "?"
-    else:
-        hint = "known: " + ", ".join(dirs.vectors)
-    raise AttributeNameError(f"unknown attribute {name!r}{where}; {hint}")
+    def save(self, path: str | Path) -> Path:
+        """Write this set to the direction file `path` (see `save_directions`) and return the path."""
+        return save_directions(
+            path,
+            vectors=self.vectors,
+            pos_counts=self.pos_counts,
+            neg_counts=self.neg_counts,
+            method=self.method,
+            model_fingerprint=self.fingerprint,
+            extra=self.extra,
+            latent_std=self.latent_std,
+        )
 
 
 def _aligned(values: Mapping[str, Any] | Sequence[Any], names: list[str], what: str) -> list[Any]:
@@ -132,7 +138,11 @@ def save_directions(
     extra: Mapping[str, Any] | None = None,
     latent_std: Mapping[str, float] | Sequence[float] | None = None,
 ) -> Path:
-    """Write the direction file atomically (vectors stored as float32) and return its path."""
+    """Write the direction file atomically (vectors stored as float32) and return its path.
+
+    Counts and spreads are aligned with `vectors` (a sequence) or keyed by name (entries for
+    attributes without a vector are left out).
+    """
     from latentlab import __version__
 
     path = Path(path)
@@ -216,10 +226,10 @@ def load_directions(path: str | Path) -> DirectionSet:
     return DirectionSet(
         vectors=vectors,
         method=method,
-        fingerprint=fingerprint,
         pos_counts=pos,
         neg_counts=neg,
         latent_std=std,
+        fingerprint=fingerprint,
         extra=dict(meta.get("extra") or {}),
         version=str(meta.get("latentlab_version", "")),
         path=path,

@@ -1,9 +1,9 @@
-"""Attribute directions from labeled faces: encode once, stream the sums, fit, condition, save, report.
+"""Fitting attribute directions in one streaming pass over an (N, D) latent array and its (N, A) labels.
 
-`fit_directions` is the maths on an (N, D) latent array (in memory or memory-mapped) and its (N, A)
-labels, read in chunks so memory never grows with N. `compute_attribute_vectors` is the pipeline
-behind `latentlab attribute-vectors`: defaults, the image cache, one encoding pass into a float16
-latent store on disk, the fit, the direction file and the report files.
+The latents are read in chunks (in memory, memory-mapped or `NpyRows`), so memory never grows with N:
+pass 1 streams per-attribute class sums (`AttributeSums`); the logistic method fits its classifiers on
+a bounded random subset; pass 2 projects every z on the final directions (`ProjectionStats`) for the
+probe accuracy and the spread behind --units sigma.
 
 Every method gives v = u · ((mean(z | +1) - mean(z | -1)) · u) for its unit direction u, so alpha = 1
 moves an average negative's projection on u to an average positive's; for the mean difference
@@ -12,49 +12,116 @@ moves an average negative's projection on u to an average positive's; for the me
 
 from __future__ import annotations
 
-import contextlib
 import math
-import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from latentlab.directions.file import DirectionSet
 from latentlab.directions.maths import (
-    AttributeSums,
-    ProjectionStats,
-    cosine_matrix,
+    DEFAULT_MIN_COUNT,
+    as_float64,
+    check_labels,
+    condition_directions,
     logistic_directions,
-    orthogonalize,
-    save_directions,
+    probe_accuracy,
+    scale_to_class_gap,
+    skipped_attributes,
 )
-from latentlab.errors import ConfigError, DataError, OutputError
-from latentlab.latents import DTYPES, LATENTS_FILE, NpyRows, latent_chunks
+from latentlab.errors import ConfigError, DataError
+from latentlab.latents import NpyRows, latent_chunks
 from latentlab.progress import progress_bar
 
 METHODS = ("mean-diff", "logistic")
 LOGISTIC_MEMORY = 2**30  # bytes of float32 latents the classifiers may hold at once
-_TINY = 1e-6  # a direction shorter than this (relative) after conditioning lies in the conditions' span
 
-__all__ = ["METHODS", "AttributeResult", "Directions", "compute_attribute_vectors", "fit_directions"]
+__all__ = ["METHODS", "AttributeSums", "ProjectionStats", "fit_directions"]
 
 
-@dataclass(frozen=True)
-class Directions:
-    """Fitted directions: `vectors[name]` (D,) float64 for every attribute that was not skipped."""
+class AttributeSums:
+    """Streaming per-attribute sums of z over positives and negatives, every attribute at once.
 
-    names: list[str]  # every attribute asked for, in order
-    vectors: dict[str, torch.Tensor]
-    pos_counts: np.ndarray  # (A,) int64, aligned with names
-    neg_counts: np.ndarray  # (A,) int64
-    skipped: dict[str, str]  # name -> reason
-    probe_accuracy: dict[str, float]  # held-out accuracy of a threshold on z·v/|v|
-    latent_std: dict[str, float]  # std of z·v/|v| over every encoded face (for --units sigma)
-    classifier_accuracy: dict[str, float] = field(default_factory=dict)  # logistic only, held out
-    fitted_rows: int | None = None  # rows the classifiers were fitted on (logistic only)
+    Memory is (2A, D) float64 whatever the number of images; each `update` is one matmul.
+    The result equals the in-memory computation up to float64 rounding, in any order or batching.
+    """
+
+    def __init__(self, names: Sequence[str], dim: int) -> None:
+        self.names = tuple(names)
+        self.dim = int(dim)
+        a = len(self.names)
+        self.pos_sums = torch.zeros(a, self.dim, dtype=torch.float64)  # (A, D)
+        self.neg_sums = torch.zeros(a, self.dim, dtype=torch.float64)  # (A, D)
+        self.pos_counts = np.zeros(a, dtype=np.int64)  # (A,)
+        self.neg_counts = np.zeros(a, dtype=np.int64)  # (A,)
+
+    def update(self, z: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
+        """Add a batch: z (B, D), labels (B, A) int8 in {-1, +1} (0 = unknown)."""
+        z64 = as_float64(z)
+        if z64.ndim != 2 or z64.shape[1] != self.dim:
+            raise DataError(f"latents have shape {tuple(z64.shape)}; expected (B, {self.dim})")
+        if not torch.isfinite(z64).all():
+            raise DataError("latents contain NaN or inf; the model or the images are broken")
+        lab = check_labels(labels, z64.shape[0], len(self.names))
+        pos = lab == 1
+        neg = lab == -1
+        masks = torch.from_numpy(np.concatenate([pos, neg], axis=1).astype(np.float64))  # (B, 2A)
+        sums = masks.T @ z64  # (2A, D): one matmul for every attribute and both classes
+        a = len(self.names)
+        self.pos_sums += sums[:a]
+        self.neg_sums += sums[a:]
+        self.pos_counts += pos.sum(axis=0)
+        self.neg_counts += neg.sum(axis=0)
+
+    def mean_diff(self) -> torch.Tensor:
+        """(A, D) float64: mean(z | +1) - mean(z | -1); NaN rows where a class is empty."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pos_n = torch.from_numpy(self.pos_counts.astype(np.float64))[:, None]
+            neg_n = torch.from_numpy(self.neg_counts.astype(np.float64))[:, None]
+            return self.pos_sums / pos_n - self.neg_sums / neg_n
+
+    def skipped(self, min_count: int = DEFAULT_MIN_COUNT) -> dict[str, str]:
+        """Attributes with too few positives or negatives, each with the reason."""
+        return skipped_attributes(self.names, self.pos_counts, self.neg_counts, min_count=min_count)
+
+
+class ProjectionStats:
+    """Streaming projections of z onto fixed directions, for probe accuracy and the spread (--units sigma).
+
+    Keeps the (N, A) float32 projections and int8 labels: memory grows with N·A, not N·D
+    (200k images x 40 attributes is 40 MB). Feed it a second pass over the latents once the
+    directions are known.
+    """
+
+    def __init__(self, vectors: torch.Tensor | np.ndarray) -> None:
+        v = as_float64(vectors)
+        self.units = v / v.norm(dim=1, keepdim=True)  # (A, D)
+        self._proj: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+
+    def update(self, z: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
+        """Add a batch: z (B, D), labels (B, A) in {-1, +1} (0 = unknown)."""
+        z64 = as_float64(z)
+        self._labels.append(check_labels(labels, z64.shape[0], self.units.shape[0]).copy())
+        self._proj.append((z64 @ self.units.T).numpy().astype(np.float32))
+
+    def projections(self) -> tuple[np.ndarray, np.ndarray]:
+        """(projections (N, A) float32, labels (N, A) int8)."""
+        a = self.units.shape[0]
+        if not self._proj:
+            return np.zeros((0, a), np.float32), np.zeros((0, a), np.int8)
+        return np.concatenate(self._proj), np.concatenate(self._labels)
+
+    def std(self) -> np.ndarray:
+        """(A,) standard deviation of every image's projection on each unit direction."""
+        proj, _ = self.projections()
+        return proj.astype(np.float64).std(axis=0)
+
+    def probe_accuracies(self, *, seed: int = 0) -> np.ndarray:
+        """(A,) held-out accuracy of a threshold on each projection (see `probe_accuracy`)."""
+        proj, labels = self.projections()
+        return np.array([probe_accuracy(proj[:, a], labels[:, a], seed=seed) for a in range(proj.shape[1])])
 
 
 def fit_directions(
@@ -69,7 +136,7 @@ def fit_directions(
     max_samples: int = 5000,
     chunk_rows: int | None = None,
     progress: bool = False,
-) -> Directions:
+) -> DirectionSet:
     """Directions for `names` from latents (N, D) (an array, memmap or `NpyRows`) and labels (N, A) int8
     in {-1, +1} (0 = unknown).
 
@@ -78,6 +145,9 @@ def fit_directions(
     fewer than `min_count` positives or negatives are skipped with a reason. Each attribute not in
     `orthogonal_to` loses its projection on the span of those conditions (which stay as they are).
     Pass 2 projects every z on the final unit directions for the probe accuracy and the spread.
+
+    The set's vectors are float64; its counts cover every name, skipped ones included; `extra` holds
+    probe_accuracy, classifier_accuracy (None for mean-diff), skipped and logistic_rows.
     """
     names = list(names)
     if method not in METHODS:
@@ -113,47 +183,48 @@ def fit_directions(
         if u.norm() == 0 or not torch.isfinite(u).all():
             skipped[name] = "the direction is zero"
             del units[name]
-    conditions = list(orthogonal_to)
-    for c in conditions:
+    for c in orthogonal_to:
         if c in skipped:
             raise DataError(f"cannot make directions orthogonal to {c}: it was skipped ({skipped[c]})")
-    if conditions:
-        basis = torch.stack([units[c] / units[c].norm() for c in conditions])
-        for name in [m for m in units if m not in conditions]:
-            u = units[name] / units[name].norm()
-            rest = orthogonalize(u, basis)
-            if rest.norm() < _TINY:
-                skipped[name] = f"its direction lies in the span of {', '.join(conditions)}"
-                del units[name]
-            else:
-                units[name] = rest
+    units, in_span = condition_directions(units, list(orthogonal_to))
+    skipped.update(in_span)
 
     vectors = {}
     for name in names:
         if name in units:
-            u = units[name] / units[name].norm()
-            vectors[name] = u * (mean_diff[index[name]] @ u)
+            vectors[name] = scale_to_class_gap(units[name], mean_diff[index[name]])
             if vectors[name].norm() == 0:
                 skipped[name] = "positives and negatives have the same mean along its direction"
                 del vectors[name]
     probe, spread = _second_pass(latents, labels, names, vectors, chunk_rows=chunk_rows, seed=seed, progress=progress)
-    return Directions(
-        names=names,
+    return DirectionSet(
         vectors=vectors,
-        pos_counts=sums.pos_counts.copy(),
-        neg_counts=sums.neg_counts.copy(),
-        skipped={name: skipped[name] for name in names if name in skipped},
-        probe_accuracy=probe,
+        method=method,
+        pos_counts={name: int(c) for name, c in zip(names, sums.pos_counts, strict=True)},
+        neg_counts={name: int(c) for name, c in zip(names, sums.neg_counts, strict=True)},
         latent_std=spread,
-        classifier_accuracy=classifier,
-        fitted_rows=fitted_rows,
+        extra={
+            "probe_accuracy": {name: _number(probe.get(name)) for name in vectors},
+            "classifier_accuracy": (
+                None if method == "mean-diff" else {name: _number(classifier.get(name)) for name in vectors}
+            ),
+            "skipped": {name: skipped[name] for name in names if name in skipped},
+            "logistic_rows": fitted_rows,
+        },
     )
 
 
 def _fit_logistic(
-    latents: np.ndarray | NpyRows, labels: np.ndarray, names: list[str], skipped: dict[str, str],
-    units: dict[str, torch.Tensor], classifier: dict[str, float], seed: int, max_samples: int, min_count: int,
-) -> int:  # fmt: skip
+    latents: np.ndarray | NpyRows,
+    labels: np.ndarray,
+    names: list[str],
+    skipped: dict[str, str],
+    units: dict[str, torch.Tensor],
+    classifier: dict[str, float],
+    seed: int,
+    max_samples: int,
+    min_count: int,
+) -> int:
     """Fit a classifier per attribute not yet skipped on a random row subset; fill `units`, return the rows used."""
     n, dim = latents.shape
     rows = int(min(max_samples, n, max(1, LOGISTIC_MEMORY // (4 * dim))))
@@ -176,9 +247,15 @@ def _fit_logistic(
 
 
 def _second_pass(
-    latents: np.ndarray | NpyRows, labels: np.ndarray, names: list[str], vectors: dict[str, torch.Tensor], *,
-    chunk_rows: int | None, seed: int, progress: bool,
-) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+    latents: np.ndarray | NpyRows,
+    labels: np.ndarray,
+    names: list[str],
+    vectors: dict[str, torch.Tensor],
+    *,
+    chunk_rows: int | None,
+    seed: int,
+    progress: bool,
+) -> tuple[dict[str, float], dict[str, float]]:
     """Probe accuracy and spread of every image's projection on each final direction."""
     kept = [a for a, name in enumerate(names) if name in vectors]
     if not kept:
@@ -195,175 +272,15 @@ def _second_pass(
     )
 
 
-@dataclass(frozen=True)
-class AttributeResult:
-    """What `attribute-vectors` made: the direction file, the report files and their rows."""
-
-    path: Path
-    report: dict[str, Path]
-    rows: list[dict[str, Any]]
-    directions: Directions = field(repr=False)
-    model: Path
-    images: Path
-    labels: Path
-    method: str
-    fingerprint: str
-    images_used: int
-    labels_without_image: int
-    images_without_labels: int
-    match_summary: str
-
-
-def compute_attribute_vectors(
-    *,
-    labels_path: Path,
-    model_path: Path | None = None,
-    images: Path | None = None,
-    out: Path | None = None,
-    attrs: Sequence[str] | None = None,
-    method: str = "mean-diff",
-    orthogonal_to: Sequence[str] = (),
-    limit: int | None = None,
-    batch_size: int = 64,
-    min_count: int = 10,
-    seed: int = 0,
-    max_samples: int = 5000,
-    latents: Path | None = None,
-    latent_dtype: str = "float16",
-    device: str | torch.device = "cpu",
-    workers: int = 2,
-    progress: bool = True,
-) -> AttributeResult:
-    """Compute one direction per attribute and write `out` (default attributes/<model name>.safetensors).
-
-    Defaults: the last trained model; the images next to the label file; every attribute in it.
-    Conditions in `orthogonal_to` are computed too. Latents go to a temporary store on disk (float16,
-    under the cache folder) unless `latents` names a folder to keep them in (and to resume from).
-    The report lands beside `out`: `<stem>-report.json`, `-report.csv`, `-report-cosine.png`.
-    """
-    from latentlab.checkpoint import load_model, resolve_model_path
-    from latentlab.data.labels import check_attributes, load_labels
-    from latentlab.fileio import ensure_parent
-    from latentlab.latents import default_image_folder, encode_to_store
-    from latentlab.paths import default_vectors_path, last_trained_model
-    from latentlab.render.pictures import check_output_path
-
-    _check_options(method=method, min_count=min_count, limit=limit, batch_size=batch_size,
-                   max_samples=max_samples, latent_dtype=latent_dtype)  # fmt: skip
-    labels_path = Path(labels_path)
-    table = load_labels(labels_path)
-    table.attrs["source"] = str(labels_path)
-    known = list(table.columns)
-    names = check_attributes(list(attrs) if attrs else known, known)
-    conditions = check_attributes(list(dict.fromkeys(orthogonal_to)), known)
-    names = list(dict.fromkeys(names)) + [c for c in conditions if c not in names]
-    model_path = Path(model_path) if model_path is not None else last_trained_model()
-    out = Path(out) if out is not None else default_vectors_path(model_path)
-    if out.suffix != ".safetensors":
-        raise OutputError(f"--out {out} must end in .safetensors")
-    report_stem = out.with_name(out.stem + "-report")
-    for target in (out, *(report_stem.with_name(report_stem.name + end) for end in (".json", ".csv", "-cosine.png"))):
-        check_output_path(target, [labels_path, resolve_model_path(model_path)])
-    ensure_parent(out)
-    model = load_model(model_path, device=device)
-    images = Path(images) if images is not None else default_image_folder(labels_path)
-
-    with _latent_folder(latents) as folder:
-        store = encode_to_store(
-            model, images, folder, dtype=latent_dtype, batch_size=batch_size, labels=table, limit=limit,
-            progress=progress, workers=workers, model_name=str(model_path),
-        )  # fmt: skip
-        with NpyRows(store.path / LATENTS_FILE) as rows:
-            fit = fit_directions(
-                rows, store.labels[names].to_numpy(dtype=np.int8), names, method=method, orthogonal_to=conditions,
-                min_count=min_count, seed=seed, max_samples=max_samples, progress=progress,
-            )  # fmt: skip
-        fingerprint, used, match, summary = store.fingerprint, len(store), store.meta["match"], store.match_summary()
-        del store  # release the memmap before a temporary folder goes
-
-    computed = [n for n in names if n in fit.vectors]
-    if not computed:
-        first = next(iter(fit.skipped.items()))
-        raise DataError(
-            f"no attribute can get a direction from {used} labeled images ({first[0]}: {first[1]}); "
-            "use more images or a smaller --min-count"
-        )
-    probe = {n: _number(fit.probe_accuracy.get(n)) for n in computed}
-    classifier = {n: _number(fit.classifier_accuracy.get(n)) for n in computed} if method == "logistic" else None
-    about = {
-        "model": str(model_path), "fingerprint": fingerprint, "images": str(images), "labels": str(labels_path),
-        "method": method, "orthogonal_to": conditions, "images_used": used,
-        "labels_without_image": match["labels_without_image"], "images_without_labels": match["images_without_labels"],
-        "min_count": min_count, "seed": seed, "latent_dtype": latent_dtype, "logistic_rows": fit.fitted_rows,
-    }  # fmt: skip
-    path = save_directions(
-        out,
-        vectors={n: fit.vectors[n] for n in computed},
-        pos_counts={n: int(c) for n, c in zip(names, fit.pos_counts, strict=True) if n in fit.vectors},
-        neg_counts={n: int(c) for n, c in zip(names, fit.neg_counts, strict=True) if n in fit.vectors},
-        method=method,
-        model_fingerprint=fingerprint,
-        latent_std={n: fit.latent_std[n] for n in computed},
-        extra={**about, "probe_accuracy": probe, "classifier_accuracy": classifier, "skipped": fit.skipped},
-    )
-    rows = _rows(fit, classifier)
-    cosine = cosine_matrix(torch.stack([fit.vectors[n] for n in computed]))
-    from latentlab.directions.report import write_report
-
-    report = write_report(report_stem, rows, cosine=cosine, cosine_names=computed, meta=about)
-    return AttributeResult(
-        path=path, report=report, rows=rows, directions=fit, model=model_path, images=images, labels=labels_path,
-        method=method, fingerprint=fingerprint, images_used=used,
-        labels_without_image=match["labels_without_image"], images_without_labels=match["images_without_labels"],
-        match_summary=summary,
-    )  # fmt: skip
-
-
-def _rows(fit: Directions, classifier: dict[str, float | None] | None) -> list[dict[str, Any]]:
-    from latentlab.directions.report import report_rows
-
-    norms = {n: float(fit.vectors[n].norm()) if n in fit.vectors else math.nan for n in fit.names}
-    rows = report_rows(fit.names, fit.pos_counts, fit.neg_counts, norms, accuracy=fit.probe_accuracy,
-                       skipped=fit.skipped)  # fmt: skip
-    if classifier is not None:
-        for row in rows:
-            row["classifier_accuracy"] = classifier.get(row["attribute"])
-    return rows
-
-
 def _number(x: float | None) -> float | None:
+    """x, or None where it is missing or not finite (the direction file's JSON holds no NaN)."""
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _check_options(
-    *, method: str, min_count: int, limit: int | None, batch_size: int, max_samples: int, latent_dtype: str
-) -> None:
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose {' or '.join(METHODS)}")
-    if min_count < 2:
-        raise ConfigError(f"min count {min_count} must be at least 2 (a probe needs a positive and a negative)")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit {limit} must be at least 1")
-    if batch_size < 1:
-        raise ConfigError(f"batch size {batch_size} must be at least 1")
-    if max_samples < 4:
-        raise ConfigError(f"max samples {max_samples} must be at least 4")
-    if latent_dtype not in DTYPES:
-        raise ConfigError(f"latent dtype {latent_dtype!r} is not supported; choose {' or '.join(DTYPES)}")
+def __getattr__(name: str) -> Any:
+    """The command's pipeline moved to `attribute_vectors`; imports from here keep working."""
+    if name in ("AttributeResult", "compute_attribute_vectors"):
+        from latentlab.directions import attribute_vectors
 
-
-@contextlib.contextmanager
-def _latent_folder(latents: Path | None) -> Iterator[Path]:
-    """The folder to encode into: the one given (kept), else a temporary one under the cache folder (removed)."""
-    if latents is not None:
-        yield Path(latents)
-        return
-    from latentlab.data.cache import cache_root
-
-    root = cache_root()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create {root}: {exc.strerror or exc}; set LATENTLAB_CACHE_DIR") from None
-    with tempfile.TemporaryDirectory(prefix="latents-", dir=root) as tmp:
-        yield Path(tmp)
+        return getattr(attribute_vectors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

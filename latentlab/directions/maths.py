@@ -1,8 +1,7 @@
-"""Attribute directions in latent space: mean differences, linear probes, conditioning, edits.
+"""Attribute directions in latent space, pure maths: probes, logistic directions, conditioning, edits.
 
-Pure maths on latents z of shape (N, D) and labels of shape (N, A) in {-1, +1} (0 = unknown,
-counted in neither class). No model, no files: the direction file lives in `direction_file`
-(its names are re-exported here).
+Latents z are (N, D) and labels (N, A) in {-1, +1} (0 = unknown, counted in neither class).
+No model and no files here: the streaming pass lives in `fit`, the direction file in `file`.
 
 Conventions, shared by every method so that alphas mean the same thing:
 - a direction v points from the attribute's negatives to its positives;
@@ -14,44 +13,44 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from latentlab.directions.file import DirectionSet, get_vector, load_directions, save_directions
+from latentlab.directions.file import load_directions as load_directions  # its former home: importers remain
 from latentlab.errors import CheckpointError, ConfigError, DataError
 
 __all__ = [
-    "AttributeSums",
-    "ProjectionStats",
-    "DirectionSet",
     "apply_edits",
+    "as_float64",
     "best_threshold",
     "check_alpha",
+    "check_labels",
+    "condition_directions",
     "cosine_matrix",
-    "get_vector",
-    "load_directions",
     "logistic_directions",
     "orthogonalize",
     "probe_accuracy",
-    "project",
-    "save_directions",
+    "scale_to_class_gap",
     "skipped_attributes",
     "sweep_alphas",
 ]
 
 DEFAULT_MIN_COUNT = 10
 MAX_SWEEP = 256
+_TINY = 1e-6  # a direction shorter than this (relative) after conditioning lies in the conditions' span
 
 
-def _as_tensor64(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+def as_float64(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A float64 CPU tensor of `x` (the sums and projections are exact to float64 whatever z's dtype)."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().to(torch.float64)
     return torch.from_numpy(np.asarray(x, dtype=np.float64))
 
 
-def _check_labels(labels: torch.Tensor | np.ndarray, n_rows: int, n_attrs: int) -> np.ndarray:
+def check_labels(labels: torch.Tensor | np.ndarray, n_rows: int, n_attrs: int) -> np.ndarray:
+    """Labels as int8 (n_rows, n_attrs) in {-1, 0, +1}, or a DataError saying what is wrong."""
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if labels.ndim == 1:
         labels = labels[:, None]
@@ -61,62 +60,6 @@ def _check_labels(labels: torch.Tensor | np.ndarray, n_rows: int, n_attrs: int) 
     if bad.any():
         raise DataError(f"labels must be -1 or +1 (0 = unknown); found {labels[bad].flat[0]!r}")
     return labels.astype(np.int8, copy=False)
-
-
-class AttributeSums:
-    """Streaming per-attribute sums of z over positives and negatives, every attribute at once.
-
-    Memory is (2A, D) float64 whatever the number of images; each `update` is one matmul.
-    The result equals the in-memory computation up to float64 rounding, in any order or batching.
-    """
-
-    def __init__(self, names: Sequence[str], dim: int) -> None:
-        self.names = tuple(names)
-        self.dim = int(dim)
-        a = len(self.names)
-        self.pos_sums = torch.zeros(a, self.dim, dtype=torch.float64)  # (A, D)
-        self.neg_sums = torch.zeros(a, self.dim, dtype=torch.float64)  # (A, D)
-        self.pos_counts = np.zeros(a, dtype=np.int64)  # (A,)
-        self.neg_counts = np.zeros(a, dtype=np.int64)  # (A,)
-
-    def update(self, z: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
-        """Add a batch: z (B, D), labels (B, A) int8 in {-1, +1} (0 = unknown)."""
-        z64 = _as_tensor64(z)
-        if z64.ndim != 2 or z64.shape[1] != self.dim:
-            raise DataError(f"latents have shape {tuple(z64.shape)}; expected (B, {self.dim})")
-        if not torch.isfinite(z64).all():
-            raise DataError("latents contain NaN or inf; the model or the images are broken")
-        lab = _check_labels(labels, z64.shape[0], len(self.names))
-        pos = lab == 1
-        neg = lab == -1
-        masks = torch.from_numpy(np.concatenate([pos, neg], axis=1).astype(np.float64))  # (B, 2A)
-        sums = masks.T @ z64  # (2A, D): one matmul for every attribute and both classes
-        a = len(self.names)
-        self.pos_sums += sums[:a]
-        self.neg_sums += sums[a:]
-        self.pos_counts += pos.sum(axis=0)
-        self.neg_counts += neg.sum(axis=0)
-
-    def merge(self, other: AttributeSums) -> AttributeSums:
-        """Add another shard's sums into this one (in place) and return self."""
-        if other.names != self.names or other.dim != self.dim:
-            raise DataError("cannot merge attribute sums over different attributes or latent sizes")
-        self.pos_sums += other.pos_sums
-        self.neg_sums += other.neg_sums
-        self.pos_counts += other.pos_counts
-        self.neg_counts += other.neg_counts
-        return self
-
-    def mean_diff(self) -> torch.Tensor:
-        """(A, D) float64: mean(z | +1) - mean(z | -1); NaN rows where a class is empty."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pos_n = torch.from_numpy(self.pos_counts.astype(np.float64))[:, None]
-            neg_n = torch.from_numpy(self.neg_counts.astype(np.float64))[:, None]
-            return self.pos_sums / pos_n - self.neg_sums / neg_n
-
-    def skipped(self, min_count: int = DEFAULT_MIN_COUNT) -> dict[str, str]:
-        """Attributes with too few positives or negatives, each with the reason."""
-        return skipped_attributes(self.names, self.pos_counts, self.neg_counts, min_count=min_count)
 
 
 def skipped_attributes(
@@ -138,8 +81,8 @@ def orthogonalize(v: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     (numpy's matrix_rank rule). The projection is removed twice ("twice is enough") so the
     result is orthogonal to every condition to float64 precision. Returned in v's dtype.
     """
-    v64 = _as_tensor64(v)
-    basis = _as_tensor64(others)
+    v64 = as_float64(v)
+    basis = as_float64(others)
     if basis.ndim == 1:
         basis = basis[None]
     if basis.shape[0] == 0:
@@ -155,50 +98,39 @@ def orthogonalize(v: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     return out.to(dtype=v.dtype if isinstance(v, torch.Tensor) else torch.float64)
 
 
-def project(z: torch.Tensor | np.ndarray, vectors: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Projections of z (N, D) onto the unit directions of `vectors` (A, D) -> (N, A) float64."""
-    z64, v64 = _as_tensor64(z), _as_tensor64(vectors)
-    if v64.ndim == 1:
-        v64 = v64[None]
-    return z64 @ (v64 / v64.norm(dim=1, keepdim=True)).T
+def condition_directions(
+    units: Mapping[str, torch.Tensor], conditions: Sequence[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Remove the span of the conditions' directions from every other direction in `units` (name -> (D,)).
 
-
-class ProjectionStats:
-    """Streaming projections of z onto fixed directions, for probe accuracy and the spread (--units sigma).
-
-    Keeps the (N, A) float32 projections and int8 labels: memory grows with N·A, not N·D
-    (200k images x 40 attributes is 40 MB). Feed it a second pass over the latents once the
-    directions are known.
+    The conditions stay as they are. Returns (the directions in their order, {name: reason} for those
+    left (nearly) zero: a direction inside the conditions' span says nothing they do not).
     """
+    if not conditions:
+        return dict(units), {}
+    basis = torch.stack([units[c] / units[c].norm() for c in conditions])
+    kept: dict[str, torch.Tensor] = {}
+    skipped: dict[str, str] = {}
+    for name, u in units.items():
+        if name in conditions:
+            kept[name] = u
+            continue
+        rest = orthogonalize(u / u.norm(), basis)
+        if rest.norm() < _TINY:
+            skipped[name] = f"its direction lies in the span of {', '.join(conditions)}"
+        else:
+            kept[name] = rest
+    return kept, skipped
 
-    def __init__(self, vectors: torch.Tensor | np.ndarray) -> None:
-        v = _as_tensor64(vectors)
-        self.units = v / v.norm(dim=1, keepdim=True)  # (A, D)
-        self._proj: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
 
-    def update(self, z: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
-        """Add a batch: z (B, D), labels (B, A) in {-1, +1} (0 = unknown)."""
-        z64 = _as_tensor64(z)
-        self._labels.append(_check_labels(labels, z64.shape[0], self.units.shape[0]).copy())
-        self._proj.append((z64 @ self.units.T).numpy().astype(np.float32))
+def scale_to_class_gap(u: torch.Tensor, mean_diff: torch.Tensor) -> torch.Tensor:
+    """The direction of u (D,) with length (mean(z | +1) - mean(z | -1)) · u/|u|, from the mean difference (D,).
 
-    def projections(self) -> tuple[np.ndarray, np.ndarray]:
-        """(projections (N, A) float32, labels (N, A) int8)."""
-        a = self.units.shape[0]
-        if not self._proj:
-            return np.zeros((0, a), np.float32), np.zeros((0, a), np.int8)
-        return np.concatenate(self._proj), np.concatenate(self._labels)
-
-    def std(self) -> np.ndarray:
-        """(A,) standard deviation of every image's projection on each unit direction."""
-        proj, _ = self.projections()
-        return proj.astype(np.float64).std(axis=0)
-
-    def probe_accuracies(self, *, seed: int = 0) -> np.ndarray:
-        """(A,) held-out accuracy of a threshold on each projection (see `probe_accuracy`)."""
-        proj, labels = self.projections()
-        return np.array([probe_accuracy(proj[:, a], labels[:, a], seed=seed) for a in range(proj.shape[1])])
+    This is the alpha convention: alpha = 1 moves an average negative's projection on u to an
+    average positive's; for u along the mean difference the result is the mean difference itself.
+    """
+    unit = u / u.norm()
+    return unit * (mean_diff @ unit)
 
 
 def best_threshold(proj: np.ndarray, positive: np.ndarray) -> float:
@@ -276,10 +208,9 @@ def logistic_directions(
     model z ~ N(0, I), already standardised. At most `max_samples` rows are fitted (memory
     max_samples x D float32), `held_out_fraction` of them held out for the accuracy.
 
-    `C` (sklearn's inverse L2 strength, default 0.01): with N not much larger than D the classes
-    are nearly separable and weakly regularised fits chase noise. On planted directions in
-    isotropic noise (D = 256, N = 2000) the cosine to the truth is 0.85 at C = 1 and 0.95 at
-    C = 0.01, at equal held-out accuracy. As C -> 0 the direction tends to the mean difference.
+    `C` (sklearn's inverse L2 strength, default 0.01) is small because with N not much larger than D
+    the classes are nearly separable and weakly regularised fits chase noise; as C -> 0 the
+    direction tends to the mean difference.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -287,7 +218,7 @@ def logistic_directions(
     z_np = (z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)).astype(np.float32, copy=False)
     if z_np.ndim != 2:
         raise DataError(f"latents must be (N, D); got shape {z_np.shape}")
-    lab = _check_labels(labels, z_np.shape[0], len(attrs))
+    lab = check_labels(labels, z_np.shape[0], len(attrs))
     n, d = z_np.shape
     rng = np.random.default_rng(seed)
     subset = rng.permutation(n)[: min(max_samples, n)]
@@ -327,7 +258,7 @@ def logistic_directions(
 
 def cosine_matrix(v: torch.Tensor | np.ndarray) -> torch.Tensor:
     """(A, D) -> (A, A) float64 cosine similarities; rows for zero vectors are NaN."""
-    v64 = _as_tensor64(v)
+    v64 = as_float64(v)
     unit = v64 / v64.norm(dim=1, keepdim=True)
     return (unit @ unit.T).clamp(-1.0, 1.0)
 

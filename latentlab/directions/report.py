@@ -1,7 +1,8 @@
 """The attribute-vectors report: a rich table, JSON and CSV tables, and a cosine-similarity heat map.
 
-Rows are plain dicts (one per attribute, skipped ones included with their reason), so the same
-data feeds the terminal, the files and tests. The heat map is drawn with Pillow (no matplotlib).
+Rows are plain dicts made from a `DirectionSet` (one per attribute, skipped ones included with
+their reason), so the same data feeds the terminal, the files and tests. The heat map is drawn
+with Pillow (no matplotlib).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 from rich.table import Table
 
+from latentlab.directions.file import DirectionSet
 from latentlab.fileio import atomic_write_text
 from latentlab.render.pictures import load_font, plain_text, save_image, text_size
 
@@ -31,38 +33,30 @@ def _finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
-def report_rows(
-    names: Sequence[str],
-    pos_counts: Sequence[int],
-    neg_counts: Sequence[int],
-    norms: Sequence[float] | Mapping[str, float],
-    *,
-    accuracy: Sequence[float] | Mapping[str, float] | None = None,
-    skipped: Mapping[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    """One dict per attribute: attribute, positives, negatives, norm, probe_accuracy, skipped.
+def report_rows(dirs: DirectionSet) -> list[dict[str, Any]]:
+    """One dict per attribute counted in `dirs`, skipped ones included with their reason.
 
-    `norms` and `accuracy` are aligned with `names` (or keyed by name); values for skipped
-    attributes are ignored and written as None.
+    Keys: attribute, positives, negatives, norm, probe_accuracy, skipped, and classifier_accuracy
+    where the set has classifier accuracies (the logistic method); a skipped attribute has None values.
     """
-    skipped = dict(skipped or {})
+    skipped = dirs.skipped
+    norms = dirs.norms
+    probe = dirs.extra.get("probe_accuracy") or {}
+    classifier = dirs.extra.get("classifier_accuracy")
     rows = []
-    for i, name in enumerate(names):
-        norm = norms[name] if isinstance(norms, Mapping) else norms[i]
-        acc = None
-        if accuracy is not None:
-            acc = accuracy.get(name) if isinstance(accuracy, Mapping) else accuracy[i]
-        out = name in skipped
-        rows.append(
-            {
-                "attribute": name,
-                "positives": int(pos_counts[i]),
-                "negatives": int(neg_counts[i]),
-                "norm": None if out else _finite_or_none(norm),
-                "probe_accuracy": None if out else _finite_or_none(acc),
-                "skipped": skipped.get(name, ""),
-            }
-        )
+    for name in dirs.pos_counts:
+        out = name not in dirs.vectors
+        row = {
+            "attribute": name,
+            "positives": int(dirs.pos_counts[name]),
+            "negatives": int(dirs.neg_counts[name]),
+            "norm": None if out else _finite_or_none(norms[name]),
+            "probe_accuracy": None if out else _finite_or_none(probe.get(name)),
+            "skipped": skipped.get(name, ""),
+        }
+        if classifier is not None:
+            row["classifier_accuracy"] = classifier.get(name)
+        rows.append(row)
     return rows
 
 

@@ -1,0 +1,211 @@
+"""The pipeline behind `latentlab attribute-vectors`: encode labeled faces once, fit, save the file, report.
+
+Defaults come from the project layout: the last trained model, the images next to the label file,
+every attribute in it. Latents go to a float16 store on disk between the two passes of the fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentlab.directions.file import DirectionSet
+from latentlab.directions.fit import METHODS, fit_directions
+from latentlab.directions.maths import cosine_matrix
+from latentlab.directions.report import report_rows, write_report
+from latentlab.errors import ConfigError, DataError, OutputError
+from latentlab.latents import DTYPES, LATENTS_FILE, NpyRows
+
+__all__ = ["AttributeResult", "compute_attribute_vectors"]
+
+
+@dataclass(frozen=True)
+class AttributeResult:
+    """What `attribute-vectors` made: the direction file, the report files and their rows."""
+
+    path: Path
+    report: dict[str, Path]
+    rows: list[dict[str, Any]]
+    directions: DirectionSet = field(repr=False)  # as written, with float64 vectors
+    model: Path
+    images: Path
+    labels: Path
+    method: str
+    fingerprint: str
+    images_used: int
+    labels_without_image: int
+    images_without_labels: int
+    match_summary: str
+
+
+def compute_attribute_vectors(
+    *,
+    labels_path: Path,
+    model_path: Path | None = None,
+    images: Path | None = None,
+    out: Path | None = None,
+    attrs: Sequence[str] | None = None,
+    method: str = "mean-diff",
+    orthogonal_to: Sequence[str] = (),
+    limit: int | None = None,
+    batch_size: int = 64,
+    min_count: int = 10,
+    seed: int = 0,
+    max_samples: int = 5000,
+    latents: Path | None = None,
+    latent_dtype: str = "float16",
+    device: str | torch.device = "cpu",
+    workers: int = 2,
+    progress: bool = True,
+) -> AttributeResult:
+    """Compute one direction per attribute and write `out` (default attributes/<model name>.safetensors).
+
+    Defaults: the last trained model; the images next to the label file; every attribute in it.
+    Conditions in `orthogonal_to` are computed too. Latents go to a temporary store on disk (float16,
+    under the cache folder) unless `latents` names a folder to keep them in (and to resume from).
+    The report lands beside `out`: `<stem>-report.json`, `-report.csv`, `-report-cosine.png`.
+    """
+    from latentlab.checkpoint import load_model, resolve_model_path
+    from latentlab.data.labels import check_attributes, load_labels
+    from latentlab.fileio import ensure_parent
+    from latentlab.latents import default_image_folder, encode_to_store
+    from latentlab.paths import default_vectors_path, last_trained_model
+    from latentlab.render.pictures import check_output_path
+
+    _check_options(
+        method=method,
+        min_count=min_count,
+        limit=limit,
+        batch_size=batch_size,
+        max_samples=max_samples,
+        latent_dtype=latent_dtype,
+    )
+    labels_path = Path(labels_path)
+    table = load_labels(labels_path)
+    table.attrs["source"] = str(labels_path)
+    known = list(table.columns)
+    names = check_attributes(list(attrs) if attrs else known, known)
+    conditions = check_attributes(list(dict.fromkeys(orthogonal_to)), known)
+    names = list(dict.fromkeys(names)) + [c for c in conditions if c not in names]
+    model_path = Path(model_path) if model_path is not None else last_trained_model()
+    out = Path(out) if out is not None else default_vectors_path(model_path)
+    if out.suffix != ".safetensors":
+        raise OutputError(f"--out {out} must end in .safetensors")
+    report_stem = out.with_name(out.stem + "-report")
+    for target in (out, *(report_stem.with_name(report_stem.name + end) for end in (".json", ".csv", "-cosine.png"))):
+        check_output_path(target, [labels_path, resolve_model_path(model_path)])
+    ensure_parent(out)
+    model = load_model(model_path, device=device)
+    images = Path(images) if images is not None else default_image_folder(labels_path)
+
+    with _latent_folder(latents) as folder:
+        store = encode_to_store(
+            model,
+            images,
+            folder,
+            dtype=latent_dtype,
+            batch_size=batch_size,
+            labels=table,
+            limit=limit,
+            progress=progress,
+            workers=workers,
+            model_name=str(model_path),
+        )
+        with NpyRows(store.path / LATENTS_FILE) as rows:
+            fit = fit_directions(
+                rows,
+                store.labels[names].to_numpy(dtype=np.int8),
+                names,
+                method=method,
+                orthogonal_to=conditions,
+                min_count=min_count,
+                seed=seed,
+                max_samples=max_samples,
+                progress=progress,
+            )
+        fingerprint, used, match, summary = store.fingerprint, len(store), store.meta["match"], store.match_summary()
+        del store  # release the memmap before a temporary folder goes
+
+    if not fit.vectors:
+        first = next(iter(fit.skipped.items()))
+        raise DataError(
+            f"no attribute can get a direction from {used} labeled images ({first[0]}: {first[1]}); "
+            "use more images or a smaller --min-count"
+        )
+    about = {
+        "model": str(model_path),
+        "fingerprint": fingerprint,
+        "images": str(images),
+        "labels": str(labels_path),
+        "method": method,
+        "orthogonal_to": conditions,
+        "images_used": used,
+        "labels_without_image": match["labels_without_image"],
+        "images_without_labels": match["images_without_labels"],
+        "min_count": min_count,
+        "seed": seed,
+        "latent_dtype": latent_dtype,
+        "logistic_rows": fit.extra["logistic_rows"],
+    }
+    dirs = replace(fit, fingerprint=fingerprint, extra={**about, **fit.extra})
+    path = dirs.save(out)
+    dirs = replace(dirs, path=path)
+    rows = report_rows(dirs)
+    cosine = cosine_matrix(torch.stack(list(dirs.vectors.values())))
+    report = write_report(report_stem, rows, cosine=cosine, cosine_names=dirs.names, meta=about)
+    return AttributeResult(
+        path=path,
+        report=report,
+        rows=rows,
+        directions=dirs,
+        model=model_path,
+        images=images,
+        labels=labels_path,
+        method=method,
+        fingerprint=fingerprint,
+        images_used=used,
+        labels_without_image=match["labels_without_image"],
+        images_without_labels=match["images_without_labels"],
+        match_summary=summary,
+    )
+
+
+def _check_options(
+    *, method: str, min_count: int, limit: int | None, batch_size: int, max_samples: int, latent_dtype: str
+) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose {' or '.join(METHODS)}")
+    if min_count < 2:
+        raise ConfigError(f"min count {min_count} must be at least 2 (a probe needs a positive and a negative)")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit {limit} must be at least 1")
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size} must be at least 1")
+    if max_samples < 4:
+        raise ConfigError(f"max samples {max_samples} must be at least 4")
+    if latent_dtype not in DTYPES:
+        raise ConfigError(f"latent dtype {latent_dtype!r} is not supported; choose {' or '.join(DTYPES)}")
+
+
+@contextlib.contextmanager
+def _latent_folder(latents: Path | None) -> Iterator[Path]:
+    """The folder to encode into: the one given (kept), else a temporary one under the cache folder (removed)."""
+    if latents is not None:
+        yield Path(latents)
+        return
+    from latentlab.data.cache import cache_root
+
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {root}: {exc.strerror or exc}; set LATENTLAB_CACHE_DIR") from None
+    with tempfile.TemporaryDirectory(prefix="latents-", dir=root) as tmp:
+        yield Path(tmp)
