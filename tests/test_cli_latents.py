@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import latentlab.cli.latents  # noqa: F401  (registers the commands on the app)
 from latentlab.cli.app import app
 from latentlab.directions.maths import load_directions
 

@@ -9,14 +9,9 @@ import torch
 
 from latentlab import Glow, GlowConfig
 from latentlab.errors import ConfigError, OutputError
-from latentlab.render.animate import (
-    hold_frames,
-    interpolation_frames,
-    loop_frames,
-    view_size,
-    write_interpolation,
-)
-from latentlab.render.edit import decode_images, encode_faces
+from latentlab.render.animate import MIN_VIEW, interpolation_frames, write_interpolation
+from latentlab.render.faces import decode_images, display_size, encode_faces
+from latentlab.render.interpolation import hold_frames, loop_frames
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +48,8 @@ def test_loop_frames_count_holds_and_start():
         assert len(schedule) == 3 * 12 and schedule[0] == (0, 0.0)
     assert hold_frames(12, True) == 2 and hold_frames(12, False) == 0
     assert loop_frames(2, 12, ease=True)[:3] == [(0, 0.0), (0, 0.0), (0, 0.0)]  # the hold, then the move
-    assert view_size(8) == 256 and view_size(16) == 256 and view_size(48) == 288 and view_size(8, 100) == 100
+    assert [display_size(n, at_least=MIN_VIEW) for n in (8, 16, 48)] == [256, 256, 288]
+    assert display_size(8, 100, at_least=MIN_VIEW) == 100
     with pytest.raises(ConfigError, match="between 1 and"):
         loop_frames(2, 0, ease=False)
 
