@@ -204,3 +204,35 @@ def test_face_crop_with_no_face_is_an_error(tmp_path):
     Image.fromarray(np.stack([x % 256, y, (x + y) % 256], -1).astype(np.uint8)).save(tmp_path / "wall.png")
     with pytest.raises(DataError, match=r"wall\.png: no face found"):
         load_face(tmp_path / "wall.png", 16)
+
+
+# ---- the manipulate job ----------------------------------------------------------------------------
+
+
+def test_manipulate_job_fills_in_defaults_and_reports_what_it_wrote(model, faces, dirs, tmp_path, isolated_paths):
+    from latentlab import save_model
+    from latentlab.render.jobs import Sweep, manipulate
+
+    save_model(model, isolated_paths / "models" / "run")
+    (isolated_paths / "attributes").mkdir()
+    dirs_path = isolated_paths / "attributes" / "run.safetensors"
+    (tmp_path / "dirs.safetensors").rename(dirs_path)  # where the defaults look for the run's directions
+    paths = []
+    for i, face in enumerate(faces):
+        paths.append(tmp_path / f"face{i}.png")
+        Image.fromarray(face.permute(1, 2, 0).numpy()).save(paths[-1])
+
+    done = manipulate(paths[:1], [("Smiling", 0.5), ("Male", -1.0)], device="cpu")
+    assert done.path == Path("face0_Smiling_0.5_Male_-1.png") and done.path.exists() and done.model_view is None
+    assert (done.description, done.frames) == ("Smiling +0.5, Male -1", 1)
+    assert iio.imread(done.path).shape[:2] == done.size
+
+    sweep = manipulate(paths, Sweep(("Smiling",), (-1.0, 0.0, 1.0)), out=tmp_path / "s.gif", show_input=True, size=16)
+    assert sweep.frames == 4 and sweep.description == "2 face(s) x 1 attribute(s) x 3 alphas"
+    assert sweep.model_view == tmp_path / "s_input.png" and iio.imread(sweep.model_view).shape == (20, 38, 3)
+
+    missing = tmp_path / "no-run"  # the output and the units are checked before the model is looked for
+    with pytest.raises(OutputError, match="cannot write an edit"):
+        manipulate(paths, [("Smiling", 1.0)], out=tmp_path / "e.gif", model=missing)
+    with pytest.raises(ConfigError, match="unknown units 'inches'"):
+        manipulate(paths, [("Smiling", 1.0)], units="inches", model=missing)
