@@ -102,14 +102,16 @@ def manipulate(
     model sees of the faces as <out>_input.png. `model` defaults to the last trained model and
     `vectors` to the direction file that belongs to it; the directions must come from that model.
     """
-    sweep = isinstance(edit, Sweep)
-    attrs = list(edit.attrs) if isinstance(edit, Sweep) else [name for name, _ in edit]
+    if isinstance(edit, Sweep):
+        attrs, formats, kind = list(edit.attrs), SWEEP_FORMATS, "a sweep"
+    else:
+        attrs, formats, kind = [name for name, _ in edit], STILL_FORMATS, "an edit"
     if not attrs:
         raise ConfigError("no attribute given; name one with --attr, e.g. --attr Smiling")
     if units not in UNITS:
         raise ConfigError(f"unknown units {units!r}; choose one of {', '.join(UNITS)}")
     target = Path(out) if out is not None else default_edit_output(faces, edit)
-    check_extension(target, SWEEP_FORMATS if sweep else STILL_FORMATS, "a sweep" if sweep else "an edit")
+    check_extension(target, formats, kind)
 
     glow, model_path = _load(model, device)
     vectors_path = Path(vectors) if vectors is not None else default_vectors_path(model_path)
@@ -126,12 +128,12 @@ def manipulate(
     else:
         result = render_edit(glow, images, dirs, edit, target, units=units, names=names, size=size)
         what = describe_edit(edit, units)
-    seen = None
+    view = None
     if show_input:
-        seen = target.with_name(f"{target.stem}_input.png")
-        check_output_path(seen, faces)
-        seen = save_model_view(glow, images, seen, size=size)
-    return Manipulation(result.path, result.size, result.frames, what, seen)
+        view = target.with_name(f"{target.stem}_input.png")
+        check_output_path(view, faces)
+        view = save_model_view(glow, images, view, size=size)
+    return Manipulation(result.path, result.size, result.frames, what, view)
 
 
 def interpolate(
