@@ -2,12 +2,12 @@
 
 A loop through K faces has K segments of `frames` frames each: face 1 -> face 2 -> ... -> face K ->
 face 1, the last frame one step before the first, so the file plays on repeat without a seam.
-With easing, each segment starts with a short hold on its face (`hold_frames`) and then moves
+With easing, each segment starts with a short hold on its face (`interpolation.hold_frames`) and then moves
 with zero velocity at both ends (smoothstep). The first frame is the reconstruction of the first
 face exactly (the path starts at its latent, t = 0 exactly).
 
 Latents are made, decoded and written one batch at a time (`interpolation.path_latents`,
-`render.FrameWriter`), so memory does not grow with the number of frames.
+`pictures.FrameWriter`), so memory does not grow with the number of frames.
 """
 
 from __future__ import annotations
