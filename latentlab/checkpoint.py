@@ -22,8 +22,8 @@ from latentlab.config import GlowConfig
 from latentlab.errors import CheckpointError, LatentlabError
 from latentlab.fileio import atomic_write_bytes
 from latentlab.flow.glow import Glow
+from latentlab.paths import MODEL_FILE
 
-MODEL_FILE = "model.safetensors"
 FORMAT = "latentlab-model"
 FORMAT_VERSION = 1
 _META_KEY = "latentlab"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from latentlab.errors import CheckpointError
 
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = "model.safetensors"  # a run folder's weights
 
 
 def models_dir() -> Path:
@@ -37,7 +37,17 @@ def last_trained_model() -> Path:
     return max(runs, key=lambda run: (run / MODEL_FILE).stat().st_mtime_ns)
 
 
+def model_or_last(model: str | os.PathLike[str] | None) -> Path:
+    """The model given (a run folder or a checkpoint), else the last trained one (see `last_trained_model`)."""
+    return Path(model) if model is not None else last_trained_model()
+
+
+def run_name(model: str | os.PathLike[str]) -> str:
+    """A model's name: its run folder's, whether given the folder or the checkpoint file inside it."""
+    path = Path(model)
+    return path.parent.name if path.suffix == ".safetensors" else path.name
+
+
 def default_vectors_path(model: Path) -> Path:
     """The direction file that belongs to a model: attributes/<run name>.safetensors."""
-    name = model.parent.name if model.suffix == ".safetensors" else model.name
-    return attributes_dir() / f"{name}.safetensors"
+    return attributes_dir() / f"{run_name(model)}.safetensors"

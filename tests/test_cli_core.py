@@ -97,3 +97,23 @@ def test_a_broken_preset_is_a_one_line_error(tmp_path, monkeypatch):
         result = runner.invoke(app, ["train", "--preset", name])
         assert result.exit_code == 1 and expected in result.stderr, result.output + result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_command_modules_import_common_never_the_app():
+    """The app imports every command module; a command module importing the app back would close a circle."""
+    import ast
+    from pathlib import Path
+
+    import latentlab.cli
+
+    for path in Path(latentlab.cli.__file__).parent.glob("*.py"):
+        if path.name == "app.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(name.startswith("latentlab.cli.app") for name in names), f"{path.name} imports the app"

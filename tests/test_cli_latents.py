@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import latentlab.cli.latents  # noqa: F401  (registers the commands on the app)
 from latentlab.cli.app import app
-from latentlab.directions.maths import load_directions
+from latentlab.directions.file import load_directions
 
 runner = CliRunner()
+
+
+def invoke(*args: object):
+    """Run the CLI with `args` (paths and numbers as text)."""
+    return runner.invoke(app, [str(a) for a in args])
 
 
 def one_line_error(result, exit_code: int = 1) -> str:
@@ -23,19 +27,19 @@ def one_line_error(result, exit_code: int = 1) -> str:
 
 
 def test_encode_writes_a_store_and_reuses_it(tiny_run, toy_data, tmp_path):
-    args = ["encode", "--model", str(tiny_run), "--data", str(toy_data / "img_align_celeba"),
-            "--out", str(tmp_path / "lat"), "--quiet", "--device", "cpu", "--batch-size", "16"]  # fmt: skip
-    result = runner.invoke(app, args)
+    args = ["encode", "--model", tiny_run, "--data", toy_data / "img_align_celeba", "--out", tmp_path / "lat"]
+    args += ["--quiet", "--device", "cpu", "--batch-size", "16"]
+    result = invoke(*args)
     assert result.exit_code == 0, result.output + result.stderr
     assert "encoded 96 images" in result.output
     latents = np.load(tmp_path / "lat" / "latents.npy")
     assert latents.shape == (96, 768) and latents.dtype == np.float16
     assert len(json.loads((tmp_path / "lat" / "ids.json").read_text())) == 96
-    result = runner.invoke(app, args)
+    result = invoke(*args)
     assert result.exit_code == 0 and "already encoded" in result.output
-    result = runner.invoke(app, [*args, "--dtype", "float32"])
+    result = invoke(*args, "--dtype", "float32")
     assert "--force" in one_line_error(result)
-    result = runner.invoke(app, [*args, "--dtype", "float32", "--force"])
+    result = invoke(*args, "--dtype", "float32", "--force")
     assert result.exit_code == 0 and np.load(tmp_path / "lat" / "latents.npy").dtype == np.float32
 
 
@@ -51,18 +55,20 @@ def test_interrupted_encode_says_how_to_continue_and_continues(tiny_run, toy_dat
         return real_encode(self, x)
 
     monkeypatch.setattr(Glow, "encode", interrupted)
-    args = ["encode", "--model", str(tiny_run), "--data", str(toy_data / "img_align_celeba"),
-            "--out", str(tmp_path / "lat"), "--quiet", "--batch-size", "16"]  # fmt: skip
-    stderr = one_line_error(runner.invoke(app, args), 130)
+    args = ["encode", "--model", tiny_run, "--data", toy_data / "img_align_celeba", "--out", tmp_path / "lat"]
+    args += ["--quiet", "--batch-size", "16"]
+    stderr = one_line_error(invoke(*args), 130)
     assert "32 of 96 latents are saved" in stderr and "rerun the same command" in stderr
     monkeypatch.setattr(Glow, "encode", real_encode)
-    result = runner.invoke(app, args)
+    result = invoke(*args)
     assert result.exit_code == 0 and "encoded 64 images (continued after 32)" in result.output
 
 
 def test_encode_with_labels_defaults_to_the_images_next_to_them(tiny_run, toy_data, tmp_path):
-    result = runner.invoke(app, ["encode", "--model", str(tiny_run), "--labels", str(toy_data / "list_attr_celeba.csv"),
-                                 "--out", str(tmp_path / "lat"), "--limit", "40", "--quiet"])  # fmt: skip
+    labels = toy_data / "list_attr_celeba.csv"
+    result = invoke(
+        "encode", "--model", tiny_run, "--labels", labels, "--out", tmp_path / "lat", "--limit", "40", "--quiet"
+    )
     assert result.exit_code == 0, result.output + result.stderr
     assert "96 labeled images" in result.output and "first 40" in result.output
     assert np.load(tmp_path / "lat" / "labels.npy").shape == (40, 11)
@@ -76,8 +82,9 @@ def test_encode_needs_data_or_labels():
 def test_attribute_vectors_end_to_end(tiny_run, toy_data, tmp_path):
     out = tmp_path / "attrs" / "tiny.safetensors"
     labels = toy_data / "list_attr_celeba.csv"
-    result = runner.invoke(app, ["attribute-vectors", "--labels", str(labels), "--model", str(tiny_run),
-                                 "--out", str(out), "--min-count", "5", "--quiet"])  # fmt: skip
+    result = invoke(
+        "attribute-vectors", "--labels", labels, "--model", tiny_run, "--out", out, "--min-count", "5", "--quiet"
+    )
     assert result.exit_code == 0, result.output + result.stderr
     for name in ("Smiling", "Eyeglasses", "probe acc."):
         assert name in result.output
@@ -89,10 +96,9 @@ def test_attribute_vectors_end_to_end(tiny_run, toy_data, tmp_path):
 
 def test_attribute_vectors_logistic_and_conditional(tiny_run, toy_data, tmp_path):
     out = tmp_path / "cond.safetensors"
-    result = runner.invoke(app, ["attribute-vectors", "--labels", str(toy_data / "list_attr_celeba.csv"),
-                                 "--model", str(tiny_run), "--out", str(out), "--attrs", "Smiling,Bangs",
-                                 "--orthogonal-to", "Male", "--method", "logistic", "--min-count", "5",
-                                 "--quiet"])  # fmt: skip
+    args = ["attribute-vectors", "--labels", toy_data / "list_attr_celeba.csv", "--model", tiny_run, "--out", out]
+    args += ["--attrs", "Smiling,Bangs", "--orthogonal-to", "Male", "--method", "logistic", "--min-count", "5"]
+    result = invoke(*args, "--quiet")
     assert result.exit_code == 0, result.output + result.stderr
     dirs = load_directions(out)
     assert dirs.names == ["Smiling", "Bangs", "Male"] and dirs.method == "logistic"
@@ -103,9 +109,8 @@ def test_attribute_vectors_logistic_and_conditional(tiny_run, toy_data, tmp_path
 
 
 def test_skipped_attributes_are_reported_not_fatal(tiny_run, toy_data, tmp_path):
-    result = runner.invoke(app, ["attribute-vectors", "--labels", str(toy_data / "list_attr_celeba.csv"),
-                                 "--model", str(tiny_run), "--out", str(tmp_path / "d.safetensors"), "--limit", "30",
-                                 "--quiet"])  # fmt: skip
+    args = ["attribute-vectors", "--labels", toy_data / "list_attr_celeba.csv", "--model", tiny_run]
+    result = invoke(*args, "--out", tmp_path / "d.safetensors", "--limit", "30", "--quiet")
     assert result.exit_code == 0, result.output + result.stderr
     assert "skipped" in result.output and "skipped" in result.stderr
 
@@ -113,19 +118,16 @@ def test_skipped_attributes_are_reported_not_fatal(tiny_run, toy_data, tmp_path)
 @pytest.mark.parametrize(
     ("make_args", "message"),
     [
-        (lambda toy, tmp: ["--labels", str(tmp / "missing.csv")], "does not exist"),
-        (lambda toy, tmp: ["--labels", str(tmp / "nomatch.csv"), "--images", str(toy / "img_align_celeba")],
-         "none of the 96 images"),
-        (lambda toy, tmp: ["--labels", str(toy / "list_attr_celeba.csv"), "--attrs", "Blond"],
-         "did you mean Blond_Hair"),
-        (lambda toy, tmp: ["--labels", str(toy / "list_attr_celeba.csv"), "--out", str(tmp / "x.pt")],
-         "must end in .safetensors"),
+        (lambda toy, tmp: ["--labels", tmp / "missing.csv"], "does not exist"),
+        (lambda toy, tmp: ["--labels", tmp / "nomatch.csv", "--images", toy / "img_align_celeba"], "none of the 96"),
+        (lambda toy, tmp: ["--labels", toy / "list_attr_celeba.csv", "--attrs", "Blond"], "did you mean Blond_Hair"),
+        (lambda toy, tmp: ["--labels", toy / "list_attr_celeba.csv", "--out", tmp / "x.pt"], "end in .safetensors"),
     ],
-)  # fmt: skip
+)
 def test_bad_inputs_are_one_line_errors(tiny_run, toy_data, tmp_path, make_args, message):
     (tmp_path / "nomatch.csv").write_text("image_id,Smiling\nnope1.jpg,1\nnope2.jpg,-1\n")
-    args = ["attribute-vectors", "--model", str(tiny_run), "--quiet", *make_args(toy_data, tmp_path)]
-    assert message in one_line_error(runner.invoke(app, args))
+    args = ["attribute-vectors", "--model", tiny_run, "--quiet", *make_args(toy_data, tmp_path)]
+    assert message in one_line_error(invoke(*args))
 
 
 def test_help_has_examples():

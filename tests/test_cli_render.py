@@ -12,11 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import latentlab.cli.render  # noqa: F401  (registers the commands until cli.py imports it)
 from latentlab.checkpoint import load_model, model_fingerprint
 from latentlab.cli.app import app
 from latentlab.directions.file import save_directions
-from latentlab.render.edit import decode_images, encode_faces, load_faces, model_view
+from latentlab.render.faces import decode_images, encode_faces, load_faces, model_view
 
 runner = CliRunner()
 CELL = 160  # a 16 px model's faces are shown 10x in edit grids
@@ -33,9 +32,14 @@ def setup(tiny_run: Path, toy_data: Path, isolated_paths: Path) -> dict:
     g = torch.Generator().manual_seed(0)
     vectors = {name: 0.7 * torch.randn(model.latent_dim, generator=g) for name in ATTRS}
     vectors_path = save_directions(
-        isolated_paths / "attributes" / "tiny.safetensors", vectors=vectors, pos_counts=[9] * 3,
-        neg_counts=[9] * 3, method="mean-diff", model_fingerprint=model_fingerprint(model), latent_std=[1.0] * 3,
-    )  # fmt: skip
+        isolated_paths / "attributes" / "tiny.safetensors",
+        vectors=vectors,
+        pos_counts=[9] * 3,
+        neg_counts=[9] * 3,
+        method="mean-diff",
+        model_fingerprint=model_fingerprint(model),
+        latent_std=[1.0] * 3,
+    )
     faces = sorted((toy_data / "img_align_celeba").iterdir())[:3]
     return {"run": run, "model": model, "vectors": vectors, "vectors_path": vectors_path, "faces": faces}
 
@@ -148,9 +152,13 @@ def test_unknown_attribute_suggests_close_names(setup):
 
 def test_vectors_from_another_model_are_refused(setup, tmp_path):
     other = save_directions(
-        tmp_path / "other.safetensors", vectors={"Smiling": setup["vectors"]["Smiling"]}, pos_counts=[9],
-        neg_counts=[9], method="mean-diff", model_fingerprint="0" * 16,
-    )  # fmt: skip
+        tmp_path / "other.safetensors",
+        vectors={"Smiling": setup["vectors"]["Smiling"]},
+        pos_counts=[9],
+        neg_counts=[9],
+        method="mean-diff",
+        model_fingerprint="0" * 16,
+    )
     args = ["--attr", "Smiling", "--alpha", "1", "--vectors", other, "--out", tmp_path / "x.png"]
     result = invoke("manipulate", setup["faces"][0], *args)
     assert "another model" in one_line_error(result) and "attribute-vectors" in result.stderr

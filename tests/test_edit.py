@@ -16,20 +16,11 @@ from latentlab.checkpoint import model_fingerprint
 from latentlab.data.images import load_image
 from latentlab.directions.file import load_directions, save_directions
 from latentlab.errors import AttributeNameError, ConfigError, DataError, OutputError
-from latentlab.render.edit import (
-    cell_size,
-    decode_images,
-    default_output,
-    describe_edit,
-    edit_latents,
-    encode_faces,
-    format_alpha,
-    pair_edits,
-    ping_pong,
-    render_edit,
-    render_sweep,
-    sweep_latents,
-)
+from latentlab.render.edit import describe_edit, edit_latents, format_alpha, pair_edits, sweep_latents
+from latentlab.render.edit_pictures import MIN_CELL, render_edit, render_sweep
+from latentlab.render.faces import decode_images, display_size, encode_faces
+from latentlab.render.interpolation import ping_pong
+from latentlab.render.jobs import Sweep, default_edit_output
 
 from .conftest import SHARED_CELEBA
 
@@ -55,9 +46,14 @@ def dirs(model, tmp_path):
     g = torch.Generator().manual_seed(2)
     vectors = {name: torch.randn(model.latent_dim, generator=g) for name in ("Smiling", "Blond_Hair", "Male")}
     path = save_directions(
-        tmp_path / "dirs.safetensors", vectors=vectors, pos_counts=[5, 5, 5], neg_counts=[5, 5, 5],
-        method="mean-diff", model_fingerprint=model_fingerprint(model), latent_std=[0.5, 2.0, 1.0],
-    )  # fmt: skip
+        tmp_path / "dirs.safetensors",
+        vectors=vectors,
+        pos_counts=[5, 5, 5],
+        neg_counts=[5, 5, 5],
+        method="mean-diff",
+        model_fingerprint=model_fingerprint(model),
+        latent_std=[0.5, 2.0, 1.0],
+    )
     return load_directions(path)
 
 
@@ -118,11 +114,13 @@ def test_ping_pong_and_labels():
     assert ping_pong(2) == [0, 1]
     assert [format_alpha(a) for a in (0.0, 0.8, -1.0, 1 / 3, -0.0)] == ["0", "+0.8", "-1", "+0.333", "0"]
     assert describe_edit([("Smiling", 0.5), ("Male", -1.0)], "sigma") == "Smiling +0.5 sd, Male -1 sd"
-    assert default_output(["x/face.jpg"], [("Blond_Hair", 0.8)], sweep=False) == Path("face_Blond_Hair_0.8.png")
-    assert default_output(["a.png", "b.png"], [("A", 1), ("B", -0.5)], sweep=False) == Path("a_A_1_B_-0.5.png")
-    assert default_output(["a.png"], [("A", 0), ("B", 0)], sweep=True) == Path("a_A_B_sweep.png")
-    assert cell_size(8) == 160 and cell_size(16) == 160 and cell_size(64) == 192 and cell_size(256) == 256
-    assert cell_size(8, 100) == 100
+    assert default_edit_output(["x/face.jpg"], [("Blond_Hair", 0.8)]) == Path("face_Blond_Hair_0.8.png")
+    assert default_edit_output(["a.png", "b.png"], [("A", 1), ("B", -0.5)]) == Path("a_A_1_B_-0.5.png")
+    assert default_edit_output(["a.png"], Sweep(("A", "B"), (-1.0, 1.0))) == Path("a_A_B_sweep.png")
+    sides = [display_size(n, at_least=MIN_CELL) for n in (8, 16, 64, 256)]
+    assert sides == [160, 160, 192, 256] and display_size(8, 100, at_least=MIN_CELL) == 100
+    with pytest.raises(ConfigError, match="positive number of pixels"):
+        display_size(8, 0, at_least=MIN_CELL)
 
 
 def test_render_edit_shows_input_reconstruction_and_edit(model, faces, dirs, tmp_path):
@@ -206,3 +204,35 @@ def test_face_crop_with_no_face_is_an_error(tmp_path):
     Image.fromarray(np.stack([x % 256, y, (x + y) % 256], -1).astype(np.uint8)).save(tmp_path / "wall.png")
     with pytest.raises(DataError, match=r"wall\.png: no face found"):
         load_face(tmp_path / "wall.png", 16)
+
+
+# ---- the manipulate job ----------------------------------------------------------------------------
+
+
+def test_manipulate_job_fills_in_defaults_and_reports_what_it_wrote(model, faces, dirs, tmp_path, isolated_paths):
+    from latentlab import save_model
+    from latentlab.render.jobs import Sweep, manipulate
+
+    save_model(model, isolated_paths / "models" / "run")
+    (isolated_paths / "attributes").mkdir()
+    dirs_path = isolated_paths / "attributes" / "run.safetensors"
+    (tmp_path / "dirs.safetensors").rename(dirs_path)  # where the defaults look for the run's directions
+    paths = []
+    for i, face in enumerate(faces):
+        paths.append(tmp_path / f"face{i}.png")
+        Image.fromarray(face.permute(1, 2, 0).numpy()).save(paths[-1])
+
+    done = manipulate(paths[:1], [("Smiling", 0.5), ("Male", -1.0)], device="cpu")
+    assert done.path == Path("face0_Smiling_0.5_Male_-1.png") and done.path.exists() and done.model_view is None
+    assert (done.description, done.frames) == ("Smiling +0.5, Male -1", 1)
+    assert iio.imread(done.path).shape[:2] == done.size
+
+    sweep = manipulate(paths, Sweep(("Smiling",), (-1.0, 0.0, 1.0)), out=tmp_path / "s.gif", show_input=True, size=16)
+    assert sweep.frames == 4 and sweep.description == "2 face(s) x 1 attribute(s) x 3 alphas"
+    assert sweep.model_view == tmp_path / "s_input.png" and iio.imread(sweep.model_view).shape == (20, 38, 3)
+
+    missing = tmp_path / "no-run"  # the output and the units are checked before the model is looked for
+    with pytest.raises(OutputError, match="cannot write an edit"):
+        manipulate(paths, [("Smiling", 1.0)], out=tmp_path / "e.gif", model=missing)
+    with pytest.raises(ConfigError, match="unknown units 'inches'"):
+        manipulate(paths, [("Smiling", 1.0)], units="inches", model=missing)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -9,14 +11,9 @@ import torch
 
 from latentlab import Glow, GlowConfig
 from latentlab.errors import ConfigError, OutputError
-from latentlab.render.animate import (
-    hold_frames,
-    interpolation_frames,
-    loop_frames,
-    view_size,
-    write_interpolation,
-)
-from latentlab.render.edit import decode_images, encode_faces
+from latentlab.render.animate import MIN_VIEW, interpolation_frames, write_interpolation
+from latentlab.render.faces import decode_images, display_size, encode_faces
+from latentlab.render.interpolation import hold_frames, loop_frames
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +50,8 @@ def test_loop_frames_count_holds_and_start():
         assert len(schedule) == 3 * 12 and schedule[0] == (0, 0.0)
     assert hold_frames(12, True) == 2 and hold_frames(12, False) == 0
     assert loop_frames(2, 12, ease=True)[:3] == [(0, 0.0), (0, 0.0), (0, 0.0)]  # the hold, then the move
-    assert view_size(8) == 256 and view_size(16) == 256 and view_size(48) == 288 and view_size(8, 100) == 100
+    assert [display_size(n, at_least=MIN_VIEW) for n in (8, 16, 48)] == [256, 256, 288]
+    assert display_size(8, 100, at_least=MIN_VIEW) == 100
     with pytest.raises(ConfigError, match="between 1 and"):
         loop_frames(2, 0, ease=False)
 
@@ -99,3 +97,25 @@ def test_progress_is_reported_per_frame_and_bad_requests_fail_before_work(model,
     with pytest.raises(ConfigError, match="too fast for a GIF"):
         write_interpolation(model, faces, tmp_path / "b.gif", fps=60)
     assert [p.name for p in tmp_path.iterdir()] == ["a.gif"]
+
+
+def test_interpolate_job_names_its_output_after_the_faces(model, faces, tmp_path, isolated_paths):
+    from PIL import Image
+
+    from latentlab import save_model
+    from latentlab.render.jobs import interpolate
+
+    save_model(model, isolated_paths / "models" / "run")
+    paths = []
+    for name, face in zip("abcd", [*faces, faces[0]], strict=True):
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(face.permute(1, 2, 0).numpy()).save(paths[-1])
+    out = interpolate(paths[:2], frames=3, fps=10, size=16, device="cpu")  # written here, in the working folder
+    assert (out.path, out.frames, out.size, out.fps) == (Path("a_b_loop.mp4"), 6, (16, 16), 10.0)
+    assert iio.imread(isolated_paths / "a_b_loop.mp4", index=...).shape == (6, 16, 16, 3)
+    out = interpolate(paths, frames=2, size=16, device="cpu")
+    assert out.path == Path("a_b_c_etc_loop.mp4") and out.frames == 8
+    with pytest.raises(ConfigError, match="at least 2 faces"):  # before looking for a model
+        interpolate(paths[:1], model=tmp_path / "no-run")
+    with pytest.raises(ConfigError, match="slerp, linear"):
+        interpolate(paths, method="cubic", model=tmp_path / "no-run")

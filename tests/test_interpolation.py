@@ -75,11 +75,6 @@ def test_loop_schedule_closes_without_a_duplicate_frame(n_keys, frames, hold, ea
         assert all(abs((b - a) - 1 / frames) < 1e-12 for a, b in itertools.pairwise(steps))
 
 
-def test_open_schedule_ends_on_the_last_key():
-    schedule = loop_schedule(3, 2, ease=False, closed=False, hold=1)
-    assert schedule[0] == (0, 0.0) and schedule[-2:] == [(1, 1.0), (1, 1.0)]
-
-
 def test_schedule_errors():
     for args in [(1, 5), (2, 0)]:
         with pytest.raises(ConfigError):

@@ -1,4 +1,4 @@
-"""The `bench` command, registered on the main Typer app when imported."""
+"""The `bench` command: throughput, reconstruction error and peak memory of the standard configurations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from latentlab.cli.app import app, console, fail, handles_errors
+from latentlab.cli.common import DeviceOption, console, fail, handles_errors
 from latentlab.config import PRECISIONS
 
 ROWS = [  # (result key, label, format)
@@ -26,7 +26,6 @@ ROWS = [  # (result key, label, format)
 ]
 
 
-@app.command()
 @handles_errors
 def bench(
     config: Annotated[
@@ -36,7 +35,7 @@ def bench(
             "batch 16), B (64 px, L=4, K=16, width 256, batch 8), tiny."
         ),
     ] = "A,B",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: DeviceOption = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON list instead of a table.")] = False,
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs per measurement (the median is reported).")] = 5,
     warmup: Annotated[int, typer.Option(min=1, help="Untimed iterations before timing.")] = 2,

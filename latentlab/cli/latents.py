@@ -1,4 +1,4 @@
-"""The `encode` and `attribute-vectors` commands, registered on the main Typer app when imported."""
+"""The latent-space commands: `encode` a folder into a latent store, fit `attribute-vectors` from labeled faces."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from latentlab.cli.app import app, console, err_console, fail, handles_errors
+from latentlab.cli.common import (
+    DeviceOption,
+    ModelOption,
+    console,
+    err_console,
+    fail,
+    handles_errors,
+    parse_names,
+)
 
 
 class LatentDtype(str, Enum):
@@ -25,32 +33,18 @@ class Method(str, Enum):
     logistic = "logistic"
 
 
-def _names(text: str | None, option: str) -> list[str]:
-    if text is None:
-        return []
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise fail(f"{option} needs comma-separated attribute names, e.g. Blond_Hair,Smiling; got {text!r}", 2)
-    return names
-
-
-def _run_name(model: Path) -> str:
-    return model.parent.name if model.suffix == ".safetensors" else model.name
-
-
-@app.command()
 @handles_errors
 def encode(
     data: Annotated[Path | None, typer.Option(help="Folder of images (default: the one next to --labels).")] = None,
     labels: Annotated[
         Path | None, typer.Option(help="Label file: encode only labeled images and store their labels.")
     ] = None,
-    model: Annotated[Path | None, typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
+    model: ModelOption = None,
     out: Annotated[Path | None, typer.Option(help="Store folder (default: latents/<model name>).")] = None,
     dtype: Annotated[LatentDtype, typer.Option(help="Storage type of the latents.")] = LatentDtype.float16,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
     limit: Annotated[int | None, typer.Option(min=1, help="Encode only the first N (labeled) images.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: DeviceOption = "auto",
     force: Annotated[bool, typer.Option(help="Start over in --out even if it holds other latents.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -64,18 +58,28 @@ def encode(
     """
     from latentlab.checkpoint import load_model
     from latentlab.latents import default_image_folder, encode_to_store, store_progress
-    from latentlab.paths import last_trained_model
+    from latentlab.paths import model_or_last, run_name
     from latentlab.train.devices import resolve_device
 
     if data is None and labels is None:
         raise fail("give the images with --data DIR, or a label file with --labels FILE", 2)
-    model_path = model if model is not None else last_trained_model()
+    model_path = model_or_last(model)
     folder = data if data is not None else default_image_folder(labels)
-    target = out if out is not None else Path("latents") / _run_name(model_path)
+    target = out if out is not None else Path("latents") / run_name(model_path)
     glow = load_model(model_path, device=resolve_device(device))
     try:
-        store = encode_to_store(glow, folder, target, dtype=dtype.value, batch_size=batch_size, labels=labels,
-                                limit=limit, force=force, progress=not quiet, model_name=str(model_path))  # fmt: skip
+        store = encode_to_store(
+            glow,
+            folder,
+            target,
+            dtype=dtype.value,
+            batch_size=batch_size,
+            labels=labels,
+            limit=limit,
+            force=force,
+            progress=not quiet,
+            model_name=str(model_path),
+        )
     except KeyboardInterrupt:
         done = store_progress(target)
         saved = f"{done[0]} of {done[1]} latents are saved in {target}; " if done else ""
@@ -92,14 +96,13 @@ def encode(
         console.print(store.match_summary(), highlight=False, soft_wrap=True)
 
 
-@app.command("attribute-vectors")
 @handles_errors
 def attribute_vectors(
     labels: Annotated[Path, typer.Option(help="CelebA-style label file (Kaggle .csv or the original .txt).")],
     images: Annotated[
         Path | None, typer.Option(help="Image folder (default: img_align_celeba/ next to the labels).")
     ] = None,
-    model: Annotated[Path | None, typer.Option(help="Run folder or checkpoint (default: the last trained).")] = None,
+    model: ModelOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Direction file (default: attributes/<model name>.safetensors).")
     ] = None,
@@ -119,7 +122,7 @@ def attribute_vectors(
     dtype: Annotated[
         LatentDtype, typer.Option(help="Storage type of the latents on disk between the passes.")
     ] = LatentDtype.float16,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Compute one latent direction per attribute in one pass over the labeled images, plus a report.
@@ -135,16 +138,28 @@ def attribute_vectors(
       latentlab attribute-vectors --labels list_attr_celeba.csv --attrs Blond_Hair,Smiling --method logistic
       latentlab attribute-vectors --labels list_attr_celeba.csv --attrs Smiling --orthogonal-to Male,Young
     """
-    from latentlab.directions.fit import compute_attribute_vectors
+    from latentlab.directions.attribute_vectors import compute_attribute_vectors
     from latentlab.directions.report import attribute_table
     from latentlab.train.devices import resolve_device
 
     result = compute_attribute_vectors(
-        labels_path=labels, model_path=model, images=images, out=out, attrs=_names(attrs, "--attrs") or None,
-        method=method.value, orthogonal_to=_names(orthogonal_to, "--orthogonal-to"), limit=limit,
-        batch_size=batch_size, min_count=min_count, seed=seed, max_samples=max_samples, latents=latents,
-        latent_dtype=dtype.value, device=resolve_device(device), progress=not quiet,
-    )  # fmt: skip
+        labels_path=labels,
+        model_path=model,
+        images=images,
+        out=out,
+        attrs=parse_names(attrs, "--attrs") or None,
+        method=method.value,
+        orthogonal_to=parse_names(orthogonal_to, "--orthogonal-to"),
+        limit=limit,
+        batch_size=batch_size,
+        min_count=min_count,
+        seed=seed,
+        max_samples=max_samples,
+        latents=latents,
+        latent_dtype=dtype.value,
+        device=resolve_device(device),
+        progress=not quiet,
+    )
     console.print(attribute_table(result.rows, title=f"attribute directions ({result.method})"))
     console.print(result.match_summary, highlight=False, soft_wrap=True)
     skipped = sum(1 for row in result.rows if row["skipped"])

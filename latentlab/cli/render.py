@@ -1,21 +1,19 @@
-"""The rendering commands, `manipulate` and `interpolate`: parse, call `edit` / `animate`, print one line."""
+"""The rendering commands, `manipulate` and `interpolate`: parse the options, run the job, print one line."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from latentlab.cli.app import app, console, fail, handles_errors
+from latentlab.cli.common import DeviceOption, fail, handles_errors, wrote
 from latentlab.errors import ConfigError
 
-if TYPE_CHECKING:
-    from latentlab.flow.glow import Glow
-
-ModelOption = Annotated[Path | None, typer.Option(help="Run folder or checkpoint (default: the last trained model).")]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+# worded a little apart from common.ModelOption since these commands first had it; --help stays as it was
+RenderModelOption = Annotated[
+    Path | None, typer.Option(help="Run folder or checkpoint (default: the last trained model).")
+]
 FaceCropOption = Annotated[
     bool,
     typer.Option(
@@ -34,22 +32,6 @@ FacesArgument = Annotated[
 ]
 
 
-def _load(model: Path | None, device: str) -> tuple[Glow, Path]:
-    """The model (given, or the last trained) on the device, and the path it came from."""
-    from latentlab.checkpoint import load_model
-    from latentlab.paths import last_trained_model
-    from latentlab.train.devices import resolve_device
-
-    path = model if model is not None else last_trained_model()
-    return load_model(path, device=resolve_device(device)), path
-
-
-def _wrote(path: Path, details: str) -> None:
-    """One green line naming the file (paths and details are printed as they are, not as markup)."""
-    console.print(f"[green]wrote[/] {escape(str(path))} ({escape(details)})", highlight=False, soft_wrap=True)
-
-
-@app.command()
 @handles_errors
 def manipulate(
     faces: FacesArgument,
@@ -68,7 +50,7 @@ def manipulate(
         Path | None,
         typer.Option(help=".png/.jpg (a sweep also .gif/.mp4/.webp); default <face>_<Attr>_<alpha>.png here."),
     ] = None,
-    model: ModelOption = None,
+    model: RenderModelOption = None,
     vectors: Annotated[
         Path | None,
         typer.Option(help="Direction file (default: attributes/<model name>.safetensors).", dir_okay=False),
@@ -95,11 +77,11 @@ def manipulate(
       latentlab manipulate face.jpg --attr Smiling --sweep -2,2,9 --units sigma --out smile.gif
       latentlab manipulate photo.jpg --face-crop --show-input --attr Young --alpha 1 --model models/celeba64
     """
-    from latentlab.checkpoint import model_fingerprint, resolve_model_path
-    from latentlab.directions.maths import load_directions, sweep_alphas
-    from latentlab.paths import default_vectors_path
-    from latentlab.render import edit
-    from latentlab.render.pictures import check_output_path
+    from latentlab.directions.maths import sweep_alphas
+    from latentlab.render.edit import pair_edits
+    from latentlab.render.edit_pictures import ANIMATION_FORMATS
+    from latentlab.render.jobs import Sweep
+    from latentlab.render.jobs import manipulate as run
 
     if sweep is not None and alpha:
         raise fail("--sweep and --alpha exclude each other: --alpha makes one edit, --sweep a range", 2)
@@ -108,43 +90,30 @@ def manipulate(
     if units not in ("raw", "sigma"):
         raise fail(f"--units {units!r} is not one of raw, sigma", 2)
     try:
-        if sweep is not None:
-            alphas = sweep_alphas(sweep)
-            edits = [(name, 0.0) for name in attr]
-        else:
-            edits = edit.pair_edits(attr, alpha or [])
+        edit = Sweep(tuple(attr), tuple(sweep_alphas(sweep))) if sweep is not None else pair_edits(attr, alpha or [])
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
-    target = out if out is not None else edit.default_output(faces, edits, sweep=sweep is not None)
-    if sweep is None and target.suffix.lower() in edit.ANIMATION_FORMATS:
-        raise fail(f"{target.suffix} animates a range of edits: add --sweep START,STOP,COUNT or write .png", 2)
-    allowed = edit.SWEEP_FORMATS if sweep is not None else edit.STILL_FORMATS
-    edit.check_extension(target, allowed, "a sweep" if sweep is not None else "an edit")
-
-    glow, model_path = _load(model, device)
-    vectors_path = vectors if vectors is not None else default_vectors_path(model_path)
-    dirs = load_directions(vectors_path)
-    dirs.check_model(model_fingerprint(glow), str(model_path))
-    check_output_path(target, [*faces, vectors_path, resolve_model_path(model_path)])
-    images = edit.load_faces(faces, glow.config.image_size, face_crop=face_crop)
-    names = [f.stem for f in faces]
-    if sweep is not None:
-        result = edit.render_sweep(
-            glow, images, dirs, attr, alphas, target, units=units, names=names, size=size, fps=fps
-        )
-        what = f"{len(faces)} face(s) x {len(attr)} attribute(s) x {len(alphas)} alphas"
-    else:
-        result = edit.render_edit(glow, images, dirs, edits, target, units=units, names=names, size=size)
-        what = edit.describe_edit(edits, units)
+    if sweep is None and out is not None and out.suffix.lower() in ANIMATION_FORMATS:
+        raise fail(f"{out.suffix} animates a range of edits: add --sweep START,STOP,COUNT or write .png", 2)
+    result = run(
+        faces,
+        edit,
+        units=units,
+        out=out,
+        model=model,
+        vectors=vectors,
+        face_crop=face_crop,
+        show_input=show_input,
+        size=size,
+        fps=fps,
+        device=device,
+    )
     frames = f", {result.frames} frames" if result.frames > 1 else ""
-    _wrote(result.path, f"{what}; {result.size[1]}x{result.size[0]}{frames}")
-    if show_input:
-        seen = target.with_name(f"{target.stem}_input.png")
-        check_output_path(seen, faces)
-        _wrote(edit.save_model_view(glow, images, seen, size=size), "what the model sees")
+    wrote(result.path, f"{result.description}; {result.size[1]}x{result.size[0]}{frames}")
+    if result.model_view is not None:
+        wrote(result.model_view, "what the model sees")
 
 
-@app.command()
 @handles_errors
 def interpolate(
     faces: FacesArgument,
@@ -158,7 +127,7 @@ def interpolate(
         bool, typer.Option("--ease/--no-ease", help="Smooth in and out, with a short hold on each face.")
     ] = True,
     size: Annotated[int | None, typer.Option(min=8, max=4096, help="Frame side in pixels (default >= 256).")] = None,
-    model: ModelOption = None,
+    model: RenderModelOption = None,
     face_crop: FaceCropOption = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Frames decoded at a time.")] = 32,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -178,37 +147,25 @@ def interpolate(
       latentlab interpolate a.jpg b.jpg --path linear --no-ease --frames 8 --out steps.png
       latentlab interpolate a.jpg b.jpg --fps 20 --out loop.gif --model models/celeba64
     """
-    from latentlab.checkpoint import resolve_model_path
-    from latentlab.progress import progress_bar
-    from latentlab.render import animate
-    from latentlab.render.edit import check_extension, load_faces
-    from latentlab.render.pictures import FRAME_FORMATS, check_output_path
+    from latentlab.render.jobs import interpolate as run
 
     if len(faces) < 2:
         raise fail("give at least two faces to interpolate between", 2)
     if path not in ("slerp", "linear"):
         raise fail(f"--path {path!r} is not one of slerp, linear", 2)
-    stems = [f.stem for f in faces]
-    target = out if out is not None else Path("_".join(stems[:3] + ["etc"] * (len(stems) > 3) + ["loop"]) + ".mp4")
-    check_extension(target, FRAME_FORMATS, "an interpolation")
-    glow, model_path = _load(model, device)
-    check_output_path(target, [*faces, resolve_model_path(model_path)])
-    images = load_faces(faces, glow.config.image_size, face_crop=face_crop)
-    total = len(faces) * frames
-    with progress_bar("interpolate", total, enabled=not quiet, unit="frame") as advance:
-        result = animate.write_interpolation(
-            glow,
-            images,
-            target,
-            frames=frames,
-            fps=fps,
-            method=path,
-            ease=ease,
-            size=size,
-            batch_size=batch_size,
-            progress=advance,
-        )
-    _wrote(
-        result.path,
-        f"{result.frames} frames, {result.size[1]}x{result.size[0]}, {result.seconds:.1f} s at {result.fps:g} fps",
+    result = run(
+        faces,
+        out=out,
+        frames=frames,
+        fps=fps,
+        method=path,
+        ease=ease,
+        size=size,
+        model=model,
+        face_crop=face_crop,
+        batch_size=batch_size,
+        device=device,
+        progress=not quiet,
     )
+    details = f"{result.frames} frames, {result.size[1]}x{result.size[0]}, {result.seconds:.1f} s at {result.fps:g} fps"
+    wrote(result.path, details)

@@ -76,7 +76,7 @@ def compute_attribute_vectors(
     from latentlab.data.labels import check_attributes, load_labels
     from latentlab.fileio import ensure_parent
     from latentlab.latents import default_image_folder, encode_to_store
-    from latentlab.paths import default_vectors_path, last_trained_model
+    from latentlab.paths import default_vectors_path, model_or_last
     from latentlab.render.pictures import check_output_path
 
     _check_options(
@@ -94,7 +94,7 @@ def compute_attribute_vectors(
     names = check_attributes(list(attrs) if attrs else known, known)
     conditions = check_attributes(list(dict.fromkeys(orthogonal_to)), known)
     names = list(dict.fromkeys(names)) + [c for c in conditions if c not in names]
-    model_path = Path(model_path) if model_path is not None else last_trained_model()
+    model_path = model_or_last(model_path)
     out = Path(out) if out is not None else default_vectors_path(model_path)
     if out.suffix != ".safetensors":
         raise OutputError(f"--out {out} must end in .safetensors")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -275,12 +274,3 @@ def _second_pass(
 def _number(x: float | None) -> float | None:
     """x, or None where it is missing or not finite (the direction file's JSON holds no NaN)."""
     return None if x is None or not math.isfinite(x) else float(x)
-
-
-def __getattr__(name: str) -> Any:
-    """The command's pipeline moved to `attribute_vectors`; imports from here keep working."""
-    if name in ("AttributeResult", "compute_attribute_vectors"):
-        from latentlab.directions import attribute_vectors
-
-        return getattr(attribute_vectors, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from latentlab.directions.file import load_directions as load_directions  # its former home: importers remain
 from latentlab.errors import CheckpointError, ConfigError, DataError
 
 __all__ = [

@@ -2,17 +2,16 @@
 
 A loop through K faces has K segments of `frames` frames each: face 1 -> face 2 -> ... -> face K ->
 face 1, the last frame one step before the first, so the file plays on repeat without a seam.
-With easing, each segment starts with a short hold on its face (`hold_frames`) and then moves
+With easing, each segment starts with a short hold on its face (`interpolation.hold_frames`) and then moves
 with zero velocity at both ends (smoothstep). The first frame is the reconstruction of the first
 face exactly (the path starts at its latent, t = 0 exactly).
 
 Latents are made, decoded and written one batch at a time (`interpolation.path_latents`,
-`render.FrameWriter`), so memory does not grow with the number of frames.
+`pictures.FrameWriter`), so memory does not grow with the number of frames.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,34 +21,11 @@ import torch
 
 from latentlab.errors import ConfigError, OutputError
 from latentlab.flow.glow import Glow
-from latentlab.render.edit import decode_batches, encode_faces
-from latentlab.render.interpolation import METHODS, loop_schedule, path_latents
+from latentlab.render.faces import decode_batches, display_size, encode_faces
+from latentlab.render.interpolation import METHODS, loop_frames, path_latents
 from latentlab.render.pictures import MAX_PNG_FRAMES, FrameWriter, to_hwc, upscale
 
 MIN_VIEW = 256  # default frame side in px: the model's size times the smallest whole factor reaching this
-MAX_FRAMES_PER_SEGMENT = 10_000
-
-
-def hold_frames(frames: int, ease: bool) -> int:
-    """Frames each face is held still at the start of its segment: a sixth of it when easing, else 0."""
-    return frames // 6 if ease else 0
-
-
-def loop_frames(n_keys: int, frames: int, *, ease: bool) -> list[tuple[int, float]]:
-    """The schedule [(segment, t)] of a closed loop of `n_keys` faces, `frames` per segment, hold included."""
-    if not 1 <= frames <= MAX_FRAMES_PER_SEGMENT:
-        raise ConfigError(f"frames per segment {frames} must be between 1 and {MAX_FRAMES_PER_SEGMENT}")
-    hold = hold_frames(frames, ease)
-    return loop_schedule(n_keys, frames - hold, ease=ease, hold=hold, closed=True)
-
-
-def view_size(image_size: int, size: int | None = None) -> int:
-    """Frame side in px: `size`, else the smallest whole multiple of the image size >= MIN_VIEW."""
-    if size is not None:
-        if size < 1:
-            raise ConfigError(f"size {size} must be a positive number of pixels, e.g. 256")
-        return size
-    return image_size * math.ceil(MIN_VIEW / image_size)
 
 
 def interpolation_frames(
@@ -65,7 +41,7 @@ def interpolation_frames(
 
     keys (K, D) latents of the key faces, schedule as from `loop_frames`.
     """
-    side = view_size(model.config.image_size, size)
+    side = display_size(model.config.image_size, size, at_least=MIN_VIEW)
     for z in path_latents(keys, schedule, method=method, batch_size=batch_size):
         for images in decode_batches(model, z, batch_size=batch_size):
             for frame in to_hwc(images):

@@ -1,4 +1,4 @@
-"""Latent paths: linear and spherical interpolation, easing, and seamless loop schedules.
+"""Latent paths: linear and spherical interpolation, easing, and the frame orders of seamless loops.
 
 Pure torch functions. Latents are (D,) or batched (B, D). The interpolation weight `t` is a
 float, or a 1-D tensor (T,) that is broadcast as a column (T, 1): with keys (D,) it yields a
@@ -14,6 +14,7 @@ import torch
 from latentlab.errors import ConfigError
 
 METHODS = ("slerp", "linear")
+MAX_FRAMES_PER_SEGMENT = 10_000
 _PARALLEL = 1e-6  # below this sin(angle), slerp is replaced by its limit, lerp
 
 
@@ -69,16 +70,13 @@ def ease(t: float | torch.Tensor) -> float | torch.Tensor:
 _smoothstep = ease  # loop_schedule's `ease` flag shadows the function
 
 
-def loop_schedule(
-    n_keys: int, frames_per_segment: int, *, ease: bool = True, hold: int = 0, closed: bool = True
-) -> list[tuple[int, float]]:
+def loop_schedule(n_keys: int, frames_per_segment: int, *, ease: bool = True, hold: int = 0) -> list[tuple[int, float]]:
     """Frames as (segment, t): the latent of a frame is interp(keys[s], keys[(s + 1) % K], t).
 
-    Closed (default): key 0 -> key 1 -> ... -> key K-1 -> key 0, and the last frame is one step
-    before key 0, so playing it on repeat closes without a duplicated frame. Each key is shown
-    for `hold` extra frames before its segment starts. The first frame is exactly (0, 0.0).
-    Frames: K * (frames_per_segment + hold). With `closed=False` the path stops at key K-1,
-    which gets its own final frame (K-2, 1.0) plus its hold.
+    Key 0 -> key 1 -> ... -> key K-1 -> key 0, and the last frame is one step before key 0, so
+    playing it on repeat closes without a duplicated frame. Each key is shown for `hold` extra
+    frames before its segment starts. The first frame is exactly (0, 0.0).
+    Frames: K * (frames_per_segment + hold).
     """
     if n_keys < 2:
         raise ConfigError(f"a path needs at least 2 key latents, got {n_keys}")
@@ -87,14 +85,29 @@ def loop_schedule(
     if hold < 0:
         raise ConfigError(f"hold must be 0 or more frames, got {hold}")
     shape = _smoothstep if ease else (lambda x: x)
-    segments = n_keys if closed else n_keys - 1
     frames: list[tuple[int, float]] = []
-    for s in range(segments):
+    for s in range(n_keys):
         frames += [(s, 0.0)] * hold
         frames += [(s, float(shape(i / frames_per_segment))) for i in range(frames_per_segment)]
-    if not closed:
-        frames += [(n_keys - 2, 1.0)] * (hold + 1)
     return frames
+
+
+def hold_frames(frames: int, ease: bool) -> int:
+    """Frames each face is held still at the start of its segment: a sixth of it when easing, else 0."""
+    return frames // 6 if ease else 0
+
+
+def loop_frames(n_keys: int, frames: int, *, ease: bool) -> list[tuple[int, float]]:
+    """The schedule [(segment, t)] of a closed loop of `n_keys` faces, `frames` per segment, hold included."""
+    if not 1 <= frames <= MAX_FRAMES_PER_SEGMENT:
+        raise ConfigError(f"frames per segment {frames} must be between 1 and {MAX_FRAMES_PER_SEGMENT}")
+    hold = hold_frames(frames, ease)
+    return loop_schedule(n_keys, frames - hold, ease=ease, hold=hold)
+
+
+def ping_pong(n: int) -> list[int]:
+    """0, 1, …, n−1, n−2, …, 1: a back-and-forth loop that repeats neither end frame."""
+    return list(range(n)) + list(range(n - 2, 0, -1))
 
 
 def path_latents(

@@ -24,9 +24,9 @@ from latentlab.checkpoint import load_tensors, save_tensors
 from latentlab.config import GlowConfig
 from latentlab.errors import CheckpointError, ConfigError, OutputError
 from latentlab.fileio import folder_lock
+from latentlab.paths import MODEL_FILE
 from latentlab.train.adam import Adam
 
-MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
 # the state before the newest, kept until the weights of the newest are written: a run killed between
 # writing its state and its weights resumes from the pair that matches
