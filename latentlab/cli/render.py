@@ -97,9 +97,9 @@ def manipulate(
     """
     from latentlab.checkpoint import model_fingerprint, resolve_model_path
     from latentlab.directions.maths import load_directions, sweep_alphas
+    from latentlab.fileio import check_output_path
     from latentlab.paths import default_vectors_path
     from latentlab.render import edit
-    from latentlab.render.pictures import check_output_path
 
     if sweep is not None and alpha:
         raise fail("--sweep and --alpha exclude each other: --alpha makes one edit, --sweep a range", 2)
@@ -179,10 +179,11 @@ def interpolate(
       latentlab interpolate a.jpg b.jpg --fps 20 --out loop.gif --model models/celeba64
     """
     from latentlab.checkpoint import resolve_model_path
+    from latentlab.fileio import check_output_path
     from latentlab.progress import progress_bar
     from latentlab.render import animate
     from latentlab.render.edit import check_extension, load_faces
-    from latentlab.render.pictures import FRAME_FORMATS, check_output_path
+    from latentlab.render.video import FRAME_FORMATS
 
     if len(faces) < 2:
         raise fail("give at least two faces to interpolate between", 2)

@@ -243,10 +243,9 @@ def compute_attribute_vectors(
     """
     from latentlab.checkpoint import load_model, resolve_model_path
     from latentlab.data.labels import check_attributes, load_labels
-    from latentlab.fileio import ensure_parent
+    from latentlab.fileio import check_output_path, ensure_parent
     from latentlab.latents import default_image_folder, encode_to_store
     from latentlab.paths import default_vectors_path, last_trained_model
-    from latentlab.render.pictures import check_output_path
 
     _check_options(method=method, min_count=min_count, limit=limit, batch_size=batch_size,
                    max_samples=max_samples, latent_dtype=latent_dtype)  # fmt: skip

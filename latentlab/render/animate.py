@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentlab.data.pictures import to_hwc, upscale
 from latentlab.errors import ConfigError, OutputError
 from latentlab.flow.glow import Glow
 from latentlab.render.edit import decode_batches, encode_faces
 from latentlab.render.interpolation import METHODS, loop_schedule, path_latents
-from latentlab.render.pictures import MAX_PNG_FRAMES, FrameWriter, to_hwc, upscale
+from latentlab.render.video import MAX_PNG_FRAMES, FrameWriter
 
 MIN_VIEW = 256  # default frame side in px: the model's size times the smallest whole factor reaching this
 MAX_FRAMES_PER_SEGMENT = 10_000

@@ -25,23 +25,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from latentlab.data.images import load_image
+from latentlab.data.pictures import IMAGE_FORMATS, load_font, make_grid, plain_text, save_image, text_size, upscale
 from latentlab.data.quantize import to_uint8
 from latentlab.directions.file import DirectionSet
 from latentlab.directions.maths import apply_edits, check_alpha
 from latentlab.errors import ConfigError, OutputError
 from latentlab.flow.glow import Glow, evaluating
-from latentlab.render.pictures import (
-    FRAME_FORMATS,
-    IMAGE_FORMATS,
-    FrameWriter,
-    label_grid,
-    load_font,
-    make_grid,
-    plain_text,
-    save_image,
-    text_size,
-    upscale,
-)
+from latentlab.render.pictures import label_grid
+from latentlab.render.video import FRAME_FORMATS, FrameWriter
 
 MIN_CELL = 160  # px per face in edit grids: large enough for the labels above each column
 STILL_FORMATS = tuple(IMAGE_FORMATS)
