@@ -12,6 +12,7 @@ from PIL import Image
 from latentlab.data.pictures import make_grid, plain_text
 from latentlab.errors import ConfigError, OutputError
 from latentlab.fileio import check_output_path
+from latentlab.render import video as video_module
 from latentlab.render.pictures import label_grid
 from latentlab.render.video import FrameWriter
 
@@ -110,6 +111,17 @@ def test_failed_writes_leave_nothing_and_keep_the_old_file(tmp_path):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
     assert path.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(("ext", "frames"), [(".mp4", 1), (".gif", 30)])  # fails at the end / while writing
+def test_a_failing_ffmpeg_is_an_output_error_and_leaves_the_old_file(tmp_path, monkeypatch, ext, frames):
+    path = tmp_path / f"out{ext}"
+    path.write_bytes(b"old")
+    monkeypatch.setattr(video_module, "ffmpeg_settings", lambda suffix, quality: ("no-such-codec", "yuv420p", []))
+    with pytest.raises(OutputError, match="ffmpeg"), FrameWriter(path, fps=10) as writer:
+        writer.extend(moving_frame(i, frames) for i in range(frames))
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 def test_writer_refuses_bad_settings(tmp_path):

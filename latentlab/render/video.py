@@ -11,12 +11,10 @@ import math
 import numbers
 import os
 import subprocess
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 import numpy as np
 import torch
@@ -29,6 +27,24 @@ from latentlab.fileio import atomic_path
 FRAME_FORMATS = (".mp4", ".gif", ".webp", ".png")
 MAX_GIF_FPS = 50  # GIF delays are whole centiseconds and browsers slow down anything under 2 cs
 MAX_PNG_FRAMES = 256
+
+
+class _Stop(BaseException):
+    """Thrown into imageio-ffmpeg's writer to abandon a file: a BaseException makes it kill ffmpeg at once."""
+
+
+def ffmpeg_settings(suffix: str, quality: int) -> tuple[str, str, list[str]]:
+    """(codec, output pixel format, further output options) of ffmpeg for a video `suffix` at `quality` 1-9."""
+    if suffix == ".mp4":
+        crf = round(51 * (1 - quality / 10))
+        # sRGB in, BT.709 matrix and tags out: players then convert back with the right matrix.
+        tags = "setparams=range=tv:colorspace=bt709:color_primaries=bt709:color_trc=bt709"
+        scale = f"scale=out_color_matrix=bt709:out_range=tv,{tags}"
+        return "libx264", "yuv420p", ["-vf", scale, "-crf", str(crf), "-movflags", "+faststart", "-f", "mp4"]
+    if suffix == ".gif":
+        palette = "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1"
+        return "gif", "pal8", ["-filter_complex", palette, "-loop", "0", "-f", "gif"]
+    return "libwebp_anim", "yuv420p", ["-lossless", "0", "-quality", str(quality * 10), "-loop", "0", "-f", "webp"]
 
 
 class FrameWriter:
@@ -44,7 +60,7 @@ class FrameWriter:
       libwebp stores identical consecutive frames once, with a longer duration.
     - .png: the frames tiled into one image, `nrow` per row (default: all in one row up to 10,
       else a square-ish grid); held in memory, so at most 256 frames.
-    Video formats are streamed through one ffmpeg process (imageio-ffmpeg's binary): memory does
+    Video formats are streamed into one ffmpeg process (`imageio_ffmpeg.write_frames`): memory does
     not grow with the number of frames.
     """
 
@@ -63,8 +79,8 @@ class FrameWriter:
         self.n_frames = 0
         self._size: tuple[int, int] | None = None  # (H, W) of the first frame
         self._held: list[np.ndarray] = []
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._video: Generator[None, np.ndarray | None, None] | None = None
+        self._ffmpeg: subprocess.Popen[bytes] | None = None
         self._stack: contextlib.ExitStack | None = None
         self._tmp: Path | None = None
 
@@ -104,7 +120,7 @@ class FrameWriter:
         else:
             if self.format == ".mp4" and (arr.shape[0] % 2 or arr.shape[1] % 2):
                 arr = np.pad(arr, ((0, arr.shape[0] % 2), (0, arr.shape[1] % 2), (0, 0)), mode="edge")
-            if self._proc is None:
+            if self._video is None:
                 self._start(arr.shape[1], arr.shape[0])
             self._send(np.ascontiguousarray(arr))
         self.n_frames += 1
@@ -114,60 +130,40 @@ class FrameWriter:
         for frame in frames:
             self.append(frame)
 
-    def _command(self, width: int, height: int) -> list[str]:
+    def _start(self, width: int, height: int) -> None:
         import imageio_ffmpeg
 
-        rate = str(Fraction(self.fps).limit_denominator(1001))
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-nostdin"]
-        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", rate, "-i", "pipe:0", "-an"]
-        if self.format == ".mp4":
-            crf = round(51 * (1 - self.quality / 10))
-            # sRGB in, BT.709 matrix and tags out: players then convert back with the right matrix.
-            tags = "setparams=range=tv:colorspace=bt709:color_primaries=bt709:color_trc=bt709"
-            cmd += ["-vf", f"scale=out_color_matrix=bt709:out_range=tv,{tags}", "-c:v", "libx264"]
-            cmd += ["-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart", "-f", "mp4"]
-        elif self.format == ".gif":
-            palette = "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1"
-            cmd += ["-filter_complex", palette, "-c:v", "gif", "-loop", "0", "-f", "gif"]
-        else:
-            cmd += [
-                "-c:v",
-                "libwebp_anim",
-                "-pix_fmt",
-                "yuv420p",
-                "-lossless",
-                "0",
-                "-quality",
-                str(self.quality * 10),
-                "-loop",
-                "0",
-            ]
-            cmd += ["-f", "webp"]
-        return [*cmd, str(self._tmp)]
-
-    def _start(self, width: int, height: int) -> None:
-        self._log = tempfile.TemporaryFile()
+        codec, pix_fmt, options = ffmpeg_settings(self.format, self.quality)
+        self._video = imageio_ffmpeg.write_frames(
+            str(self._tmp),
+            (width, height),
+            fps=Fraction(self.fps).limit_denominator(1001),
+            codec=codec,
+            pix_fmt_out=pix_fmt,
+            quality=None,
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+            output_params=options,
+        )
         try:
-            self._proc = subprocess.Popen(
-                self._command(width, height), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log
-            )
+            self._video.send(None)  # starts ffmpeg
         except OSError as exc:
+            self._video = None
             raise OutputError(f"cannot start ffmpeg to write {self.path}: {exc.strerror or exc}") from None
+        # write_frames does not report ffmpeg's exit status; its process is read from the generator
+        # so that a file ffmpeg failed to finish is never renamed into place.
+        self._ffmpeg = self._video.gi_frame.f_locals.get("p") if self._video.gi_frame else None
 
     def _send(self, arr: np.ndarray) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
+        assert self._video is not None
         try:
-            self._proc.stdin.write(arr.data)
+            self._video.send(arr)
         except OSError:
-            self._proc.wait()
-            raise OutputError(f"ffmpeg stopped while writing {self.path}: {self._ffmpeg_error()}") from None
+            raise OutputError(f"ffmpeg stopped while writing {self.path}{self._status()}") from None
 
-    def _ffmpeg_error(self) -> str:
-        if self._log is None:
-            return "no message"
-        self._log.seek(0)
-        lines = self._log.read().decode("utf-8", "replace").strip().splitlines()
-        return lines[-1] if lines else f"exit status {self._proc.returncode if self._proc else '?'}"
+    def _status(self) -> str:
+        code = None if self._ffmpeg is None else self._ffmpeg.poll()
+        return "" if code is None else f" (exit status {code}; its message is above)"
 
     def _finish(self) -> None:
         if self.n_frames == 0:
@@ -178,27 +174,19 @@ class FrameWriter:
             self._held.clear()
             Image.fromarray(grid).save(self._tmp, format="PNG")
             return
-        assert self._proc is not None and self._proc.stdin is not None
-        try:
-            self._proc.stdin.close()
-        except OSError:
-            pass
-        if self._proc.wait() != 0:
-            raise OutputError(f"ffmpeg could not write {self.path}: {self._ffmpeg_error()}")
-        self._close_log()
+        assert self._video is not None
+        self._video.close()  # ffmpeg reads the end of its input, finishes the file and exits
+        self._video = None
+        if self._ffmpeg is not None and self._ffmpeg.returncode != 0:
+            raise OutputError(f"ffmpeg could not write {self.path}{self._status()}")
 
     def _abort(self) -> None:
         self._held.clear()
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.kill()
-                self._proc.wait()
-            if self._proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    self._proc.stdin.close()
-        self._close_log()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self._video is not None:
+            with contextlib.suppress(_Stop, OSError):
+                self._video.throw(_Stop())
+            self._video = None
+        if self._ffmpeg is not None:
+            with contextlib.suppress(OSError):
+                self._ffmpeg.kill()
+            self._ffmpeg.wait()
