@@ -19,7 +19,6 @@ _EXPORTS = {
     "check_attributes": "latentlab.data.labels",
     "suggest_attribute": "latentlab.data.labels",
     "ImageCache": "latentlab.data.cache",
-    "CacheDataset": "latentlab.data.cache",
     "prepare_cache": "latentlab.data.cache",
     "open_cache": "latentlab.data.cache",
     "cache_root": "latentlab.data.cache",

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentlab.data.mapped_rows import MappedRows
 from latentlab.directions.maths import (
     AttributeSums,
     ProjectionStats,
@@ -32,7 +33,7 @@ from latentlab.directions.maths import (
     save_directions,
 )
 from latentlab.errors import ConfigError, DataError, OutputError
-from latentlab.latents import DTYPES, LATENTS_FILE, NpyRows, latent_chunks
+from latentlab.latents import DTYPES, latent_chunks
 from latentlab.progress import progress_bar
 
 METHODS = ("mean-diff", "logistic")
@@ -58,7 +59,7 @@ class Directions:
 
 
 def fit_directions(
-    latents: np.ndarray | NpyRows,
+    latents: np.ndarray | MappedRows,
     labels: np.ndarray,
     names: Sequence[str],
     *,
@@ -70,7 +71,7 @@ def fit_directions(
     chunk_rows: int | None = None,
     progress: bool = False,
 ) -> Directions:
-    """Directions for `names` from latents (N, D) (an array, memmap or `NpyRows`) and labels (N, A) int8
+    """Directions for `names` from latents (N, D) (an array, memmap or `MappedRows`) and labels (N, A) int8
     in {-1, +1} (0 = unknown).
 
     Pass 1 streams float64 sums per attribute and class (`AttributeSums`); `logistic` then fits one
@@ -151,7 +152,7 @@ def fit_directions(
 
 
 def _fit_logistic(
-    latents: np.ndarray | NpyRows, labels: np.ndarray, names: list[str], skipped: dict[str, str],
+    latents: np.ndarray | MappedRows, labels: np.ndarray, names: list[str], skipped: dict[str, str],
     units: dict[str, torch.Tensor], classifier: dict[str, float], seed: int, max_samples: int, min_count: int,
 ) -> int:  # fmt: skip
     """Fit a classifier per attribute not yet skipped on a random row subset; fill `units`, return the rows used."""
@@ -176,7 +177,7 @@ def _fit_logistic(
 
 
 def _second_pass(
-    latents: np.ndarray | NpyRows, labels: np.ndarray, names: list[str], vectors: dict[str, torch.Tensor], *,
+    latents: np.ndarray | MappedRows, labels: np.ndarray, names: list[str], vectors: dict[str, torch.Tensor], *,
     chunk_rows: int | None, seed: int, progress: bool,
 ) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
     """Probe accuracy and spread of every image's projection on each final direction."""
@@ -272,11 +273,10 @@ def compute_attribute_vectors(
             model, images, folder, dtype=latent_dtype, batch_size=batch_size, labels=table, limit=limit,
             progress=progress, workers=workers, model_name=str(model_path),
         )  # fmt: skip
-        with NpyRows(store.path / LATENTS_FILE) as rows:
-            fit = fit_directions(
-                rows, store.labels[names].to_numpy(dtype=np.int8), names, method=method, orthogonal_to=conditions,
-                min_count=min_count, seed=seed, max_samples=max_samples, progress=progress,
-            )  # fmt: skip
+        fit = fit_directions(
+            store.latents, store.labels[names].to_numpy(dtype=np.int8), names, method=method,
+            orthogonal_to=conditions, min_count=min_count, seed=seed, max_samples=max_samples, progress=progress,
+        )  # fmt: skip
         fingerprint, used, match, summary = store.fingerprint, len(store), store.meta["match"], store.match_summary()
         del store  # release the memmap before a temporary folder goes
 
