@@ -1,4 +1,5 @@
-"""Data: image loading and cropping, CelebA label files, the uint8 image cache, the synthetic toy faces.
+"""Data: image loading and cropping, CelebA label files, the uint8 image cache, the synthetic toy faces,
+picture primitives (grids, still images, text).
 
 Names are imported lazily so that importing an image helper does not import torch.
 """
