@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from latentlab.errors import OutputError
@@ -81,6 +81,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_output_path(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Raise OutputError if `out` is one of `inputs` (writing would destroy an input)."""
+    out_path = Path(out)
+    for inp in inputs:
+        inp_path = Path(inp)
+        same = out_path.resolve() == inp_path.resolve()
+        if not same and out_path.exists() and inp_path.exists():
+            same = os.path.samefile(out_path, inp_path)
+        if same:
+            raise OutputError(f"output {out_path} is also an input; choose another output path")
 
 
 def _umask() -> int:

@@ -1,19 +1,18 @@
-"""The uint8 image cache: build, reuse, rebuild, skipped files, atomicity, dataset access."""
+"""The uint8 image cache: build, reuse, rebuild, skipped files, atomicity."""
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import latentlab.data.cache as cache_module
-from latentlab.data.cache import CacheDataset, cache_root, open_cache, prepare_cache
+import latentlab.data.cache_build as build_module
+from latentlab.data.cache import cache_root, open_cache, prepare_cache
 from latentlab.data.images import load_image
 from latentlab.errors import DataError
 
@@ -65,7 +64,7 @@ def test_unchanged_folder_reuses_the_cache(folder: Path, monkeypatch: pytest.Mon
     def no_rebuild(*args, **kwargs):
         raise AssertionError("an unchanged folder was decoded again")
 
-    monkeypatch.setattr(cache_module, "_build", no_rebuild)
+    monkeypatch.setattr(cache_module, "build_caches", no_rebuild)
     again = _prepare(folder)
     assert again.path == first.path and again.key == first.key and again.names == first.names
 
@@ -127,7 +126,7 @@ def test_an_interrupted_build_leaves_no_cache(folder: Path, monkeypatch: pytest.
             raise KeyboardInterrupt
         return [load_image(path, size, shift=shift) for shift in shifts], ""
 
-    monkeypatch.setattr(cache_module, "try_load_image", dies_midway)
+    monkeypatch.setattr(build_module, "try_load_image", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         _prepare(folder)
     assert list(_cache_env.iterdir()) == []
@@ -166,65 +165,3 @@ def test_open_cache_refuses_non_caches_and_other_versions(folder: Path, tmp_path
 def test_size_too_small(folder: Path) -> None:
     with pytest.raises(DataError, match="too small"):
         prepare_cache(folder, 4, progress=False)
-
-
-# ---- dataset ---------------------------------------------------------------------------------------
-
-
-def test_dataset_items_and_batches(folder: Path) -> None:
-    cache = _prepare(folder)
-    data = CacheDataset(cache)
-    assert len(data) == 12
-    item = data[3]
-    assert item.dtype == torch.uint8 and item.shape == (3, SIZE, SIZE) and item.is_contiguous()
-    item.fill_(0)  # a copy, not a view of the read-only memmap
-    np.testing.assert_array_equal(data[3].numpy(), cache.images[3])
-    np.testing.assert_array_equal(data[-1].numpy(), cache.images[11])
-    order = [7, 2, 9, 2, 0]
-    batch = data.batch(order)
-    assert batch.shape == (5, 3, SIZE, SIZE) and batch.dtype == torch.uint8
-    np.testing.assert_array_equal(batch.numpy(), np.stack([cache.images[i] for i in order]))
-    with pytest.raises(IndexError):
-        data[12]
-
-
-def test_dataset_subset_and_dataloader(folder: Path) -> None:
-    cache = _prepare(folder)
-    subset = CacheDataset(cache, indices=[10, 4, 6])
-    assert len(subset) == 3
-    np.testing.assert_array_equal(subset[0].numpy(), cache.images[10])
-    np.testing.assert_array_equal(subset.batch([2, 0]).numpy(), cache.images[[6, 10]])
-    loader = torch.utils.data.DataLoader(CacheDataset(cache), batch_size=5, shuffle=False)
-    batches = list(loader)
-    assert [b.shape[0] for b in batches] == [5, 5, 2]
-    np.testing.assert_array_equal(torch.cat(batches).numpy(), cache.images)
-    with pytest.raises(DataError, match="rows must lie in 0..11"):
-        CacheDataset(cache, indices=[0, 12])
-
-
-def test_dataset_pickles_without_the_pixels(folder: Path) -> None:
-    cache = _prepare(folder)
-    data = CacheDataset(cache)
-    blob = pickle.dumps(data)
-    assert len(blob) < cache.images.nbytes
-    clone = pickle.loads(blob)
-    assert clone._images is None
-    np.testing.assert_array_equal(clone[5].numpy(), cache.images[5])
-
-
-@pytest.mark.parametrize("shrink", ["_shrink_rows", "_copy_rows"])
-def test_shrinking_a_npy_keeps_the_first_rows(tmp_path: Path, shrink: str) -> None:
-    path = tmp_path / "rows.npy"
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(1000, 3, 2, 2))
-    array[:] = (np.arange(1000) % 251).astype(np.uint8)[:, None, None, None]
-    array.flush()
-    del array
-    getattr(cache_module, shrink)(path, 37, (3, 2, 2))
-    rows = np.load(path)
-    assert rows.shape == (37, 3, 2, 2)
-    np.testing.assert_array_equal(rows[:, 0, 0, 0], np.arange(37))
-    if shrink == "_shrink_rows":  # done in place: the file is cut, not copied
-        with open(path, "rb") as fh:
-            np.lib.format.read_magic(fh)
-            np.lib.format.read_array_header_1_0(fh)
-            assert path.stat().st_size == fh.tell() + 37 * 12

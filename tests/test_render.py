@@ -1,4 +1,4 @@
-"""Grids, labels, still images and animations: every file is read back and checked."""
+"""Labelled grids, animations and output paths: every file is read back and checked."""
 
 from __future__ import annotations
 
@@ -7,20 +7,14 @@ import os
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from latentlab.data.pictures import make_grid, plain_text
 from latentlab.errors import ConfigError, OutputError
-from latentlab.render.pictures import (
-    FrameWriter,
-    check_output_path,
-    label_grid,
-    make_grid,
-    plain_text,
-    save_image,
-    to_hwc,
-    upscale,
-)
+from latentlab.fileio import check_output_path
+from latentlab.render import video as video_module
+from latentlab.render.pictures import label_grid
+from latentlab.render.video import FrameWriter
 
 
 def moving_frame(i: int, n: int, h: int = 48, w: int = 64) -> np.ndarray:
@@ -38,20 +32,6 @@ def images(n: int, h: int = 4, w: int = 5) -> np.ndarray:
     return np.arange(n * 3 * h * w, dtype=np.int64).reshape(n, 3, h, w).astype(np.uint8)
 
 
-def test_make_grid_places_every_image():
-    imgs = images(5)
-    grid = make_grid(torch.from_numpy(imgs), nrow=3, pad=2, pad_value=7)
-    assert grid.shape == (2 * 4 + 3 * 2, 3 * 5 + 4 * 2, 3)
-    for i in range(5):
-        r, c = divmod(i, 3)
-        y, x = 2 + r * 6, 2 + c * 7
-        np.testing.assert_array_equal(grid[y : y + 4, x : x + 5], imgs[i].transpose(1, 2, 0))
-    assert (grid[:2] == 7).all() and (grid[8:, 2 + 2 * 7 :] == 7).all()  # border and the empty last cell
-    assert make_grid(imgs[:2], nrow=8).shape == (8, 2 * 5 + 3 * 2, 3)
-    with pytest.raises(ValueError):
-        make_grid(imgs.astype(np.float32), nrow=2)
-
-
 def test_label_grid_adds_margins_with_text():
     rows = [[im for im in images(3, 32, 32)], [im for im in images(2, 32, 32)]]  # a short second row
     plain = label_grid(rows)
@@ -65,31 +45,6 @@ def test_label_grid_adds_margins_with_text():
     assert plain_text("α=0.5, σ") == "alpha=0.5, sigma"
     with pytest.raises(ValueError):
         label_grid(rows, ["only one"], None)
-
-
-def test_upscale_repeats_pixels_for_whole_factors_and_uses_lanczos_otherwise():
-    frame = moving_frame(0, 2, 8, 10)
-    big = upscale(frame, 40)
-    assert big.shape == (32, 40, 3)
-    np.testing.assert_array_equal(big[::4, ::4], frame)
-    np.testing.assert_array_equal(big[3::4, 3::4], frame)
-    assert upscale(frame, (13, 17)).shape == (13, 17, 3)
-    assert upscale(frame, (4, 5)).shape == (4, 5, 3)
-
-
-def test_to_hwc():
-    assert to_hwc(images(2)).shape == (2, 4, 5, 3)
-
-
-def test_save_image_png_exact_jpeg_close_and_atomic(tmp_path):
-    frame = moving_frame(3, 10)
-    save_image(tmp_path / "a.png", frame)
-    np.testing.assert_array_equal(iio.imread(tmp_path / "a.png"), frame)
-    save_image(tmp_path / "b.JPG", frame)
-    assert np.abs(iio.imread(tmp_path / "b.JPG").astype(int) - frame).mean() < 6
-    with pytest.raises(OutputError, match=r"\.png, \.jpg, \.jpeg"):
-        save_image(tmp_path / "c.tiff", frame)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.JPG"]
 
 
 @pytest.mark.parametrize(("ext", "tolerance"), [(".mp4", 6.0), (".gif", 6.0), (".webp", 8.0)])
@@ -156,6 +111,17 @@ def test_failed_writes_leave_nothing_and_keep_the_old_file(tmp_path):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
     assert path.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(("ext", "frames"), [(".mp4", 1), (".gif", 30)])  # fails at the end / while writing
+def test_a_failing_ffmpeg_is_an_output_error_and_leaves_the_old_file(tmp_path, monkeypatch, ext, frames):
+    path = tmp_path / f"out{ext}"
+    path.write_bytes(b"old")
+    monkeypatch.setattr(video_module, "ffmpeg_settings", lambda suffix, quality: ("no-such-codec", "yuv420p", []))
+    with pytest.raises(OutputError, match="ffmpeg"), FrameWriter(path, fps=10) as writer:
+        writer.extend(moving_frame(i, frames) for i in range(frames))
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 def test_writer_refuses_bad_settings(tmp_path):

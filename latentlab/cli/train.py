@@ -109,8 +109,8 @@ def sample(
       latentlab sample --model models/celeba64 --n 8 --temperature 0,0.5,0.7,1 --out temps.png
     """
     from latentlab.checkpoint import load_model
+    from latentlab.data.pictures import save_image
     from latentlab.paths import model_or_last
-    from latentlab.render.pictures import save_image
     from latentlab.train.devices import resolve_device
     from latentlab.train.evaluate import sample_grid
 

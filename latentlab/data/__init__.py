@@ -1,4 +1,5 @@
-"""Data: image loading and cropping, CelebA label files, the uint8 image cache, the synthetic toy faces.
+"""Data: image loading and cropping, CelebA label files, the uint8 image cache, the synthetic toy faces,
+picture primitives (grids, still images, text).
 
 Names are imported lazily so that importing an image helper does not import torch.
 """
@@ -19,7 +20,6 @@ _EXPORTS = {
     "check_attributes": "latentlab.data.labels",
     "suggest_attribute": "latentlab.data.labels",
     "ImageCache": "latentlab.data.cache",
-    "CacheDataset": "latentlab.data.cache",
     "prepare_cache": "latentlab.data.cache",
     "open_cache": "latentlab.data.cache",
     "cache_root": "latentlab.data.cache",

@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
-import io
 import json
-import multiprocessing
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from latentlab.data.images import NO_SHIFT, list_images, try_load_image
-from latentlab.data.npyrows import NpyRows
+from latentlab.data.cache_build import FORMAT_VERSION, IMAGES_FILE, META_FILE, build_caches
+from latentlab.data.images import NO_SHIFT, list_images
 from latentlab.errors import DataError, OutputError
-from latentlab.fileio import atomic_write_text
-from latentlab.progress import progress_bar
 
-FORMAT_VERSION = 1
 CACHE_ENV = "LATENTLAB_CACHE_DIR"
-IMAGES_FILE, META_FILE, SKIPPED_FILE = "images.npy", "meta.json", "skipped.txt"
 _BUILDING_PREFIX = ".building-"
-_WRITE_BLOCK = 256  # images decoded before one write to the cache file
-_COPY_ROWS = 4096  # rows per chunk when a cache file is copied
 
 
 @dataclass(frozen=True)
@@ -123,7 +111,7 @@ def prepare_caches(
     try:
         for building in buildings:
             _make_folder(building)
-        _build(
+        build_caches(
             buildings,
             folder,
             files,
@@ -167,183 +155,6 @@ def open_cache(path: Path) -> ImageCache:
             "delete it and prepare again"
         )
     return ImageCache(path, images, names, size, int(meta["skipped"]), str(meta["key"]), str(meta["source"]))
-
-
-class CacheDataset(Dataset):
-    """Map-style dataset over a cache: item i -> uint8 tensor (3, S, S), optionally over a subset of rows."""
-
-    def __init__(self, cache: ImageCache, indices: Sequence[int] | np.ndarray | None = None) -> None:
-        self.path = cache.path
-        self._images: np.ndarray | None = cache.images
-        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
-        if (
-            self.indices is not None
-            and len(self.indices)
-            and not (0 <= self.indices.min() and self.indices.max() < len(cache))
-        ):
-            raise DataError(
-                f"dataset rows must lie in 0..{len(cache) - 1}; got {self.indices.min()}..{self.indices.max()}"
-            )
-
-    def __len__(self) -> int:
-        return len(self.indices) if self.indices is not None else len(self.images)
-
-    @property
-    def images(self) -> np.ndarray:
-        """The (N, 3, S, S) memmap, reopened lazily in DataLoader worker processes."""
-        if self._images is None:
-            self._images = np.load(self.path / IMAGES_FILE, mmap_mode="r")
-        return self._images
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        """uint8 (3, S, S), copied out of the memmap."""
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        row = self.indices[index] if self.indices is not None else index % len(self)
-        return torch.from_numpy(np.array(self.images[row]))
-
-    def batch(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
-        """uint8 (B, 3, S, S) in the order asked, read as one sorted fancy-index (sequential disk access)."""
-        positions = np.asarray(indices, dtype=np.int64)
-        rows = self.indices[positions] if self.indices is not None else positions
-        order = np.argsort(rows, kind="stable")
-        data = self.images[rows[order]]
-        out = np.empty_like(data)
-        out[order] = data
-        return torch.from_numpy(out)
-
-    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
-        """DataLoader's batched fetch: one `batch` read instead of B single reads."""
-        return list(self.batch(indices).unbind(0))
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_images"] = None  # never pickle the array itself into worker processes
-        return state
-
-
-def _build(
-    buildings: list[Path],
-    folder: Path,
-    files: list[Path],
-    size: int,
-    keys: list[str],
-    shifts: list[tuple[float, float]],
-    *,
-    workers: int,
-    progress: bool,
-) -> None:
-    """Decode `files` once into each building/images.npy (one per shift) row by row, then write
-    skipped.txt and (last) meta.json in each."""
-    n = len(files)
-    names: list[str] = []
-    skipped: list[tuple[str, str]] = []
-    # rows go out through pwrite, a block at a time: a memory map would keep every page written resident
-    blocks = [np.empty((min(n, _WRITE_BLOCK), 3, size, size), dtype=np.uint8) for _ in buildings]
-    filled = 0
-    label = _shift_label(shifts[0]) if len(shifts) == 1 else f" with {len(shifts)} crop shifts"
-    with contextlib.ExitStack() as stack:
-        rows = [
-            stack.enter_context(NpyRows.create(building / IMAGES_FILE, dtype="uint8", shape=(n, 3, size, size)))
-            for building in buildings
-        ]
-        advance = stack.enter_context(progress_bar(f"caching {n} images at {size}px{label}", n, enabled=progress))
-        results = stack.enter_context(_decoded(files, size, shifts, workers))
-        for path, (crops, reason) in zip(files, results, strict=True):
-            rel = path.relative_to(folder).as_posix()
-            if crops is None:
-                skipped.append((rel, reason))
-            else:
-                for block, crop in zip(blocks, crops, strict=True):
-                    block[filled] = crop
-                filled += 1
-                names.append(rel)
-                if filled == _WRITE_BLOCK:
-                    for out, block in zip(rows, blocks, strict=True):
-                        out.write(len(names) - filled, block)
-                    filled = 0
-            advance()
-        for out, block in zip(rows, blocks, strict=True):
-            out.write(len(names) - filled, block[:filled])
-    if not names:
-        example = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise DataError(f"none of the {n} images in {folder} could be read{example}")
-    for building, key, shift in zip(buildings, keys, shifts, strict=True):
-        _finish(building, names, skipped, size=size, key=key, shift=shift, n=n, folder=folder)
-
-
-def _finish(
-    building: Path,
-    names: list[str],
-    skipped: list[tuple[str, str]],
-    *,
-    size: int,
-    key: str,
-    shift: tuple[float, float],
-    n: int,
-    folder: Path,
-) -> None:
-    """Cut images.npy to the rows written, sync it, then write skipped.txt and (last) meta.json."""
-    if len(names) < n:
-        _shrink_rows(building / IMAGES_FILE, len(names), (3, size, size))
-    _fsync_file(building / IMAGES_FILE)
-    atomic_write_text(building / SKIPPED_FILE, "".join(f"{name}\t{reason}\n" for name, reason in skipped))
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "key": key,
-        "size": size,
-        "shift": list(shift),
-        "count": len(names),
-        "skipped": len(skipped),
-        "source": str(folder.resolve()),
-        "names": names,
-    }
-    atomic_write_text(building / META_FILE, json.dumps(meta, indent=0) + "\n")
-
-
-@contextlib.contextmanager
-def _decoded(
-    files: list[Path], size: int, shifts: list[tuple[float, float]], workers: int
-) -> Iterator[Iterable[tuple[list[np.ndarray] | None, str]]]:
-    """(one crop per shift, or None, and a reason) per file, in order; a worker pool (imap) when workers > 1."""
-    decode = functools.partial(try_load_image, size=size, shifts=shifts)
-    if workers <= 1 or len(files) < 2 * workers:
-        yield map(decode, files)
-        return
-    chunksize = max(1, min(64, len(files) // (workers * 8)))
-    with multiprocessing.Pool(workers) as pool:
-        yield pool.imap(decode, files, chunksize=chunksize)
-
-
-def _shrink_rows(path: Path, rows: int, row_shape: tuple[int, ...]) -> None:
-    """Cut a .npy of uint8 rows down to its first `rows` rows in place (the header keeps room for this)."""
-    fmt = np.lib.format
-    with open(path, "r+b") as fh:
-        version = fmt.read_magic(fh)
-        fmt.read_array_header_1_0(fh) if version == (1, 0) else fmt.read_array_header_2_0(fh)
-        offset = fh.tell()
-        header = io.BytesIO()
-        meta = {"descr": fmt.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": (rows, *row_shape)}
-        (fmt.write_array_header_1_0 if version == (1, 0) else fmt.write_array_header_2_0)(header, meta)
-        if len(header.getvalue()) == offset:
-            fh.seek(0)
-            fh.write(header.getvalue())
-            fh.truncate(offset + rows * int(np.prod(row_shape)))
-            return
-    _copy_rows(path, rows, row_shape)
-
-
-def _copy_rows(path: Path, rows: int, row_shape: tuple[int, ...]) -> None:
-    """Fallback for `_shrink_rows`: copy the first `rows` rows to a new file in bounded chunks."""
-    source = np.load(path, mmap_mode="r")
-    smaller = path.with_name(f".{path.name}.part")
-    dest = np.lib.format.open_memmap(smaller, mode="w+", dtype=np.uint8, shape=(rows, *row_shape))
-    for start in range(0, rows, _COPY_ROWS):
-        stop = min(rows, start + _COPY_ROWS)
-        dest[start:stop] = source[start:stop]
-    dest.flush()
-    del dest, source
-    os.replace(smaller, path)
 
 
 def _move_into_place(building: Path, target: Path, key: str) -> ImageCache:
@@ -396,6 +207,9 @@ def _remove_abandoned_builds(root: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs. On Windows os.kill(pid, 0) would end that process: assume it runs."""
+    if os.name == "nt":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -414,17 +228,8 @@ def _make_folder(path: Path) -> None:
         ) from None
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
 def _shift_slug(shift: tuple[float, float]) -> str:
     return "" if shift == NO_SHIFT else f"-shift{shift[0]:+g}{shift[1]:+g}"
-
-
-def _shift_label(shift: tuple[float, float]) -> str:
-    return "" if shift == NO_SHIFT else f" shifted ({shift[0]:+g},{shift[1]:+g})"
 
 
 def _slug(name: str) -> str:

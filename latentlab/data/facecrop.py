@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from latentlab.data.images import CELEBA_ALIGNED_SIZE, CELEBA_CROP_BOX, _open_checked, _orient, _to_rgb
+from latentlab.data.images import CELEBA_ALIGNED_SIZE, CELEBA_CROP_BOX, open_rgb
 from latentlab.errors import ConfigError, DataError
 
 INSTALL_HINT = "pip install 'latentlab[face]'"
@@ -201,11 +201,7 @@ def load_face(path: str | Path, size: int) -> np.ndarray:
     if size < 1:
         raise DataError(f"image size {size} is too small; use a positive size such as 64")
     # the face is a part of the photo: decode at least 4x the size the whole photo would need
-    source = _open_checked(path, 4 * size)
-    try:
-        im = _to_rgb(_orient(source, path))
-    finally:
-        source.close()
+    im = open_rgb(path, 4 * size)
     try:
         aligned = align_face(im)
     except DataError as exc:

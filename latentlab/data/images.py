@@ -59,11 +59,7 @@ def load_image_crops(path: Path, size: int, *, shifts: Sequence[tuple[float, flo
     path = Path(path)
     if size < 1:
         raise DataError(f"image size {size} is too small; use a positive size such as 64")
-    source = _open_checked(path, size)
-    try:
-        im = _to_rgb(_orient(source, path))
-    finally:
-        source.close()
+    im = open_rgb(path, size)
     width, height = im.size
     if min(width, height) < MIN_SIDE:
         raise DataError(f"{path} is only {width}×{height} pixels; images need at least {MIN_SIDE} px on each side")
@@ -74,6 +70,19 @@ def load_image_crops(path: Path, size: int, *, shifts: Sequence[tuple[float, flo
         out = im.resize((size, size), Image.Resampling.LANCZOS, box=moved, reducing_gap=3.0)
         crops.append(np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)))
     return crops
+
+
+def open_rgb(path: Path, size: int) -> Image.Image:
+    """Decode an image file upright (EXIF) and in RGB; bombs, truncated and unreadable files raise DataError.
+
+    `size` is the output side the image is decoded for: big JPEGs decode at a reduced scale, kept at
+    least twice that.
+    """
+    source = _open_checked(path, size)
+    try:
+        return _to_rgb(_orient(source, path))
+    finally:
+        source.close()
 
 
 def centre_square(width: int, height: int) -> tuple[int, int, int, int]:

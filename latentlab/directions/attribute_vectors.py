@@ -21,7 +21,7 @@ from latentlab.directions.fit import METHODS, fit_directions
 from latentlab.directions.maths import cosine_matrix
 from latentlab.directions.report import report_rows, write_report
 from latentlab.errors import ConfigError, DataError, OutputError
-from latentlab.latents import DTYPES, LATENTS_FILE, NpyRows
+from latentlab.latents import DTYPES
 
 __all__ = ["AttributeResult", "compute_attribute_vectors"]
 
@@ -74,10 +74,9 @@ def compute_attribute_vectors(
     """
     from latentlab.checkpoint import load_model, resolve_model_path
     from latentlab.data.labels import check_attributes, load_labels
-    from latentlab.fileio import ensure_parent
+    from latentlab.fileio import check_output_path, ensure_parent
     from latentlab.latents import default_image_folder, encode_to_store
     from latentlab.paths import default_vectors_path, model_or_last
-    from latentlab.render.pictures import check_output_path
 
     _check_options(
         method=method,
@@ -118,20 +117,19 @@ def compute_attribute_vectors(
             workers=workers,
             model_name=str(model_path),
         )
-        with NpyRows(store.path / LATENTS_FILE) as rows:
-            fit = fit_directions(
-                rows,
-                store.labels[names].to_numpy(dtype=np.int8),
-                names,
-                method=method,
-                orthogonal_to=conditions,
-                min_count=min_count,
-                seed=seed,
-                max_samples=max_samples,
-                progress=progress,
-            )
+        fit = fit_directions(
+            store.latents,
+            store.labels[names].to_numpy(dtype=np.int8),
+            names,
+            method=method,
+            orthogonal_to=conditions,
+            min_count=min_count,
+            seed=seed,
+            max_samples=max_samples,
+            progress=progress,
+        )
         fingerprint, used, match, summary = store.fingerprint, len(store), store.meta["match"], store.match_summary()
-        del store  # release the memmap before a temporary folder goes
+        del store
 
     if not fit.vectors:
         first = next(iter(fit.skipped.items()))

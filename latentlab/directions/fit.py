@@ -1,6 +1,6 @@
 """Fitting attribute directions in one streaming pass over an (N, D) latent array and its (N, A) labels.
 
-The latents are read in chunks (in memory, memory-mapped or `NpyRows`), so memory never grows with N:
+The latents are read in chunks (in memory, memory-mapped or `MappedRows`), so memory never grows with N:
 pass 1 streams per-attribute class sums (`AttributeSums`); the logistic method fits its classifiers on
 a bounded random subset; pass 2 projects every z on the final directions (`ProjectionStats`) for the
 probe accuracy and the spread behind --units sigma.
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from latentlab.data.mapped_rows import MappedRows
 from latentlab.directions.file import DirectionSet
 from latentlab.directions.maths import (
     DEFAULT_MIN_COUNT,
@@ -30,7 +31,7 @@ from latentlab.directions.maths import (
     skipped_attributes,
 )
 from latentlab.errors import ConfigError, DataError
-from latentlab.latents import NpyRows, latent_chunks
+from latentlab.latents import latent_chunks
 from latentlab.progress import progress_bar
 
 METHODS = ("mean-diff", "logistic")
@@ -124,7 +125,7 @@ class ProjectionStats:
 
 
 def fit_directions(
-    latents: np.ndarray | NpyRows,
+    latents: np.ndarray | MappedRows,
     labels: np.ndarray,
     names: Sequence[str],
     *,
@@ -136,7 +137,7 @@ def fit_directions(
     chunk_rows: int | None = None,
     progress: bool = False,
 ) -> DirectionSet:
-    """Directions for `names` from latents (N, D) (an array, memmap or `NpyRows`) and labels (N, A) int8
+    """Directions for `names` from latents (N, D) (an array, memmap or `MappedRows`) and labels (N, A) int8
     in {-1, +1} (0 = unknown).
 
     Pass 1 streams float64 sums per attribute and class (`AttributeSums`); `logistic` then fits one
@@ -214,7 +215,7 @@ def fit_directions(
 
 
 def _fit_logistic(
-    latents: np.ndarray | NpyRows,
+    latents: np.ndarray | MappedRows,
     labels: np.ndarray,
     names: list[str],
     skipped: dict[str, str],
@@ -246,7 +247,7 @@ def _fit_logistic(
 
 
 def _second_pass(
-    latents: np.ndarray | NpyRows,
+    latents: np.ndarray | MappedRows,
     labels: np.ndarray,
     names: list[str],
     vectors: dict[str, torch.Tensor],

@@ -19,9 +19,9 @@ import torch
 from PIL import Image, ImageDraw
 from rich.table import Table
 
+from latentlab.data.pictures import load_font, plain_text, save_image, text_size
 from latentlab.directions.file import DirectionSet
 from latentlab.fileio import atomic_write_text
-from latentlab.render.pictures import load_font, plain_text, save_image, text_size
 
 _NEG = np.array([33, 102, 172], dtype=np.float64)  # cosine -1: blue
 _MID = np.array([247, 247, 247], dtype=np.float64)  # cosine 0: near white

@@ -7,7 +7,7 @@ with zero velocity at both ends (smoothstep). The first frame is the reconstruct
 face exactly (the path starts at its latent, t = 0 exactly).
 
 Latents are made, decoded and written one batch at a time (`interpolation.path_latents`,
-`pictures.FrameWriter`), so memory does not grow with the number of frames.
+`video.FrameWriter`), so memory does not grow with the number of frames.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentlab.data.pictures import to_hwc, upscale
 from latentlab.errors import ConfigError, OutputError
 from latentlab.flow.glow import Glow
 from latentlab.render.faces import decode_batches, display_size, encode_faces
 from latentlab.render.interpolation import METHODS, loop_frames, path_latents
-from latentlab.render.pictures import MAX_PNG_FRAMES, FrameWriter, to_hwc, upscale
+from latentlab.render.video import MAX_PNG_FRAMES, FrameWriter
 
 MIN_VIEW = 256  # default frame side in px: the model's size times the smallest whole factor reaching this
 

@@ -14,24 +14,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from latentlab.data.pictures import IMAGE_FORMATS, load_font, make_grid, plain_text, save_image, text_size, upscale
 from latentlab.directions.file import DirectionSet
 from latentlab.errors import OutputError
 from latentlab.flow.glow import Glow
 from latentlab.render.edit import describe_edit, edit_latents, format_alpha, sweep_latents
 from latentlab.render.faces import decode_images, display_size, encode_faces, model_view
 from latentlab.render.interpolation import ping_pong
-from latentlab.render.pictures import (
-    FRAME_FORMATS,
-    IMAGE_FORMATS,
-    FrameWriter,
-    label_grid,
-    load_font,
-    make_grid,
-    plain_text,
-    save_image,
-    text_size,
-    upscale,
-)
+from latentlab.render.pictures import label_grid
+from latentlab.render.video import FRAME_FORMATS, FrameWriter
 
 MIN_CELL = 160  # px per face in edit grids: large enough for the labels above each column
 STILL_FORMATS = tuple(IMAGE_FORMATS)

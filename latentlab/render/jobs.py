@@ -15,6 +15,7 @@ from pathlib import Path
 from latentlab.checkpoint import load_model, model_fingerprint, resolve_model_path
 from latentlab.directions.file import UNITS, load_directions
 from latentlab.errors import ConfigError
+from latentlab.fileio import check_output_path
 from latentlab.flow.glow import Glow
 from latentlab.paths import default_vectors_path, model_or_last
 from latentlab.progress import progress_bar
@@ -30,7 +31,7 @@ from latentlab.render.edit_pictures import (
 )
 from latentlab.render.faces import load_faces
 from latentlab.render.interpolation import METHODS
-from latentlab.render.pictures import FRAME_FORMATS, check_output_path
+from latentlab.render.video import FRAME_FORMATS
 from latentlab.train.devices import resolve_device
 
 PathLike = str | os.PathLike[str]

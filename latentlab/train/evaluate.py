@@ -85,7 +85,7 @@ def sample_grid(
     Temperatures up to 1 decode as `Glow.sample` does, saturating: a rare sample whose exact inverse
     overflows shows saturated pixels instead of failing the grid. Above 1, an overflow is an error.
     """
-    from latentlab.render.pictures import make_grid
+    from latentlab.data.pictures import make_grid
 
     gen = torch.Generator().manual_seed(seed)
     eps = torch.randn(n, model.latent_dim, generator=gen, dtype=model.top_mean.dtype)

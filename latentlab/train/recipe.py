@@ -276,7 +276,7 @@ class Trainer:
 
     def save_samples(self, step: int) -> Path:
         """A 6x6 grid at temperature 0.7 from a fixed seed, so grids are comparable across steps."""
-        from latentlab.render.pictures import make_grid, save_image
+        from latentlab.data.pictures import make_grid, save_image
 
         with averaged(self.average), evaluating(self.model):
             x = self.model.sample(36, temperature=0.7, generator=torch.Generator().manual_seed(SAMPLE_SEED))
