@@ -27,6 +27,7 @@ demo-celeba: install
 lint: install
 	$(BIN)/ruff check latentlab tests benchmarks
 	$(BIN)/ruff format --check latentlab tests benchmarks
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/latentlab bench
