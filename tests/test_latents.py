@@ -39,8 +39,8 @@ def in_memory_latents(model, folder: Path) -> tuple[np.ndarray, list[str]]:
 def test_store_equals_in_memory_encoding_whatever_the_batch_size(model, images, tmp_path):
     expected, names = in_memory_latents(model, images)
     for batch_size in (7, 64):
-        store = encode_to_store(model, images, tmp_path / f"b{batch_size}", dtype="float32", batch_size=batch_size,
-                                progress=False, workers=1)  # fmt: skip
+        out = tmp_path / f"b{batch_size}"
+        store = encode_to_store(model, images, out, dtype="float32", batch_size=batch_size, progress=False, workers=1)
         assert store.ids == names and store.latents.dtype == np.float32 and store.labels is None
         np.testing.assert_allclose(store.latents, expected, rtol=0, atol=1e-5)
         assert store.fingerprint == model_fingerprint(model) and store.meta["complete"]
