@@ -54,7 +54,8 @@ def test_animation_formats_decode_with_the_right_frames(tmp_path, ext, tolerance
     path = tmp_path / f"loop{ext}"
     with FrameWriter(path, fps=12) as writer:
         writer.append(frames[0])
-        writer.extend(np.stack(frames[1:]))
+        for frame in np.stack(frames[1:]):
+            writer.append(frame)
     assert writer.n_frames == n
     back = iio.imread(path, index=...)[..., :3]
     assert back.shape == (n, 48, 64, 3)
@@ -70,7 +71,8 @@ def test_animation_formats_decode_with_the_right_frames(tmp_path, ext, tolerance
 def test_gif_loops_forever_at_the_requested_rate(tmp_path):
     path = tmp_path / "loop.gif"
     with FrameWriter(path, fps=30) as writer:
-        writer.extend(moving_frame(i, 30) for i in range(30))
+        for i in range(30):
+            writer.append(moving_frame(i, 30))
     with Image.open(path) as gif:
         assert gif.info["loop"] == 0
         durations = []
@@ -83,7 +85,8 @@ def test_gif_loops_forever_at_the_requested_rate(tmp_path):
 def test_mp4_with_odd_size_is_padded_to_even(tmp_path):
     path = tmp_path / "odd.mp4"
     with FrameWriter(path, fps=10) as writer:
-        writer.extend(moving_frame(i, 4, 33, 47) for i in range(4))
+        for i in range(4):
+            writer.append(moving_frame(i, 4, 33, 47))
     back = iio.imread(path, index=...)
     assert back.shape == (4, 34, 48, 3)
     assert np.abs(back[0, :33, :47].astype(int) - moving_frame(0, 4, 33, 47)).mean() < 6
@@ -92,7 +95,8 @@ def test_mp4_with_odd_size_is_padded_to_even(tmp_path):
 def test_png_strip_tiles_the_frames(tmp_path):
     frames = [moving_frame(i, 5) for i in range(5)]
     with FrameWriter(tmp_path / "strip.png") as writer:
-        writer.extend(frames)
+        for frame in frames:
+            writer.append(frame)
     expected = make_grid(np.stack(frames).transpose(0, 3, 1, 2), nrow=5)
     np.testing.assert_array_equal(iio.imread(tmp_path / "strip.png"), expected)
 
@@ -119,7 +123,8 @@ def test_a_failing_ffmpeg_is_an_output_error_and_leaves_the_old_file(tmp_path, m
     path.write_bytes(b"old")
     monkeypatch.setattr(video_module, "ffmpeg_settings", lambda suffix, quality: ("no-such-codec", "yuv420p", []))
     with pytest.raises(OutputError, match="ffmpeg"), FrameWriter(path, fps=10) as writer:
-        writer.extend(moving_frame(i, frames) for i in range(frames))
+        for i in range(frames):
+            writer.append(moving_frame(i, frames))
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 

@@ -11,7 +11,7 @@ import math
 import numbers
 import os
 import subprocess
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -124,11 +124,6 @@ class FrameWriter:
                 self._start(arr.shape[1], arr.shape[0])
             self._send(np.ascontiguousarray(arr))
         self.n_frames += 1
-
-    def extend(self, frames: Iterable[torch.Tensor | np.ndarray] | np.ndarray) -> None:
-        """Add frames (N, H, W, 3) or any iterable of (H, W, 3) frames."""
-        for frame in frames:
-            self.append(frame)
 
     def _start(self, width: int, height: int) -> None:
         import imageio_ffmpeg
