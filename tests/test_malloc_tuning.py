@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import latentlab.bench as bench
+import latentlab.bench.measure as bench
 import latentlab.cli.app as cli
 from latentlab._malloc import tune_malloc, user_has_malloc_settings
 from latentlab.errors import ConfigError

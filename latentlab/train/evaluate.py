@@ -1,4 +1,4 @@
-"""Held-out bits per dimension over a folder of images, and sample grids from a trained model."""
+"""Held-out bits per dimension (over a folder, or a run's validation split) and sample grids from a model."""
 
 from __future__ import annotations
 
@@ -75,6 +75,27 @@ def evaluate_folder(
         uniform_bits_per_dim=uniform_bpd,
         uniform_std_error=uniform_error,
     )
+
+
+def held_out_bits_per_dim(
+    model: Glow, images: np.ndarray, indices: np.ndarray, *, device: torch.device, batch_size: int = 256
+) -> float | None:
+    """Mean bits/dim of the uint8 rows `images[indices]` with fixed dequantisation noise (a run's validation).
+
+    None when there are no rows. The caller chooses the weights (the run's average, or its own).
+    """
+    if len(indices) == 0:
+        return None
+    gen = torch.Generator().manual_seed(EVAL_NOISE_SEED)
+    total, count = 0.0, 0
+    with evaluating(model):
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            x8 = torch.from_numpy(np.ascontiguousarray(images[idx]))
+            x = dequantize(x8, model.config.n_bits, generator=gen).to(device)
+            total += float(model.bits_per_dim_from_log_prob(model.log_likelihood(x)).double().sum())
+            count += len(idx)
+    return total / count
 
 
 def sample_grid(
