@@ -6,7 +6,7 @@ models/<run>/
     train_state.previous.safetensors  the state before it, for a run cut off between state and weights
     metrics.jsonl            one JSON object per logged step / validation
     samples/step_XXXXXX.png  sample grids at temperature 0.7
-    train.lock               held (flock) while a process trains into the folder
+    train.lock               locked while a process trains into the folder (filelock)
 """
 
 from __future__ import annotations
