@@ -13,6 +13,7 @@ from latentlab.errors import ConfigError
 from latentlab.flow.glow import Glow, evaluating
 
 EVAL_NOISE_SEED = 4321
+PREVIEW_SEED = 1234
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,15 @@ def held_out_bits_per_dim(
             total += float(model.bits_per_dim_from_log_prob(model.log_likelihood(x)).double().sum())
             count += len(idx)
     return total / count
+
+
+def preview_grid(model: Glow) -> np.ndarray:
+    """A 6x6 grid (H, W, 3) uint8 at temperature 0.7 from a fixed seed: a run's previews compare across steps."""
+    from latentlab.render.pictures import make_grid
+
+    with evaluating(model):
+        x = model.sample(36, temperature=0.7, generator=torch.Generator().manual_seed(PREVIEW_SEED))
+    return make_grid(to_uint8(x.cpu(), model.config.n_bits), nrow=6)
 
 
 def sample_grid(

@@ -19,20 +19,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from latentlab.checkpoint import load_model, read_model_metadata, save_model
 from latentlab.config import TrainConfig
-from latentlab.data.quantize import to_uint8
 from latentlab.errors import ConfigError, TrainingError
-from latentlab.flow.glow import Glow, evaluating
+from latentlab.flow.glow import Glow
 from latentlab.paths import models_dir
 from latentlab.train import runs
 from latentlab.train.averaging import WeightAverage, averaged
 from latentlab.train.batches import TrainingImages, resolve_data
 from latentlab.train.devices import resolve_device, resolve_precision
 from latentlab.train.distributed import barrier, setup_distributed, teardown_distributed
-from latentlab.train.evaluate import held_out_bits_per_dim
+from latentlab.train.evaluate import held_out_bits_per_dim, preview_grid
 from latentlab.train.optimizer import make_optimizer, restore_optimizer
 from latentlab.train.schedule import lr_at
-
-SAMPLE_SEED = 1234
 
 
 @dataclass
@@ -51,7 +48,7 @@ class TrainResult:
 
 
 def default_out(cfg: TrainConfig, preset: str | None) -> Path:
-    """models/<preset or 'toy32'> unless --out was given."""
+    """--out, or models/<preset> (models/run without a preset)."""
     return Path(cfg.out) if cfg.out else models_dir() / (preset or "run")
 
 
@@ -188,13 +185,13 @@ class Trainer:
             return held_out_bits_per_dim(self.model, self.data.cache.images, self.data.val_idx, device=self.device)
 
     def save_samples(self, step: int) -> Path:
-        """A 6x6 grid at temperature 0.7 from a fixed seed, so grids are comparable across steps."""
-        from latentlab.render.pictures import make_grid, save_image
+        """The run's preview grid of the averaged weights at this step, in samples/."""
+        from latentlab.render.pictures import save_image
 
-        with averaged(self.average), evaluating(self.model):
-            x = self.model.sample(36, temperature=0.7, generator=torch.Generator().manual_seed(SAMPLE_SEED))
+        with averaged(self.average):
+            grid = preview_grid(self.model)
         path = self.out / "samples" / f"step_{step:06d}.png"
-        save_image(path, make_grid(to_uint8(x.cpu(), self.cfg.model.n_bits), nrow=6))
+        save_image(path, grid)
         return path
 
     def save_checkpoint(self, step: int, metrics: dict[str, Any]) -> None:
