@@ -9,9 +9,9 @@ Every variant runs `latentlab.bench.run_benchmark` in fresh processes (inference
   no-gemm-1x1        inference 1x1 convolutions through conv2d instead of a GEMM over pixels
   no-padded-weights  cached inference weights as folded: output convolutions not padded to 16 channels, NCHW
   no-malloc-tuning   glibc's malloc defaults (fresh mmaps and trims: activations page-faulted in again)
-  torch-adam         torch.optim.Adam with its CPU default (a loop over parameters); imports torch._dynamo
-  before             latentlab/flow.py as it was before the performance work (commit 896db9d), torch.optim.Adam,
-                     glibc's malloc defaults
+  torch-adam         torch.optim.Adam with its CPU default (a loop over parameters), not the trainer's fused kernel
+  before             latentlab/flow.py as it was before the performance work (commit 896db9d), torch.optim.Adam
+                     with its CPU default, glibc's malloc defaults
 
 usage: python benchmarks/ablation.py [--configs A,B] [--threads 2] [--variants default,before]
 Prints a markdown table (images/s and peak resident MB); run it on an otherwise idle machine.
@@ -28,7 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE = "896db9d"  # the last commit before the performance work
 
-NO_MALLOC_TUNING = "import latentlab.bench as b; b.tune_malloc = lambda: False"
+NO_MALLOC_TUNING = "import latentlab.bench.measure as m; m.tune_malloc = lambda: False"
+ADAM = {  # latentlab: the optimiser as the trainer builds it; torch-loop: torch.optim.Adam's CPU default
+    "latentlab": "",
+    "torch-loop": "import latentlab.bench.measure as m\nm.make_optimizer = lambda p, *, lr: torch.optim.Adam(p, lr=lr)",
+}
 PATCHES: dict[str, tuple[str, str]] = {  # variant -> (code run before the benchmark, Adam implementation)
     "default": ("", "latentlab"),
     "no-channels-last": ("import latentlab.flow.glow as f; f.ACTIVATIONS = torch.contiguous_format", "latentlab"),
@@ -62,9 +66,9 @@ def run_variant(variant: str, config: str, threads: int, phases: str) -> dict:
     patch, adam = PATCHES[variant]
     code = (
         "import json, sys, torch\n"
-        f"{patch}\n"
+        f"{patch}\n{ADAM[adam]}\n"
         "from latentlab.bench import run_benchmark\n"
-        f"result = run_benchmark({config!r}, threads={threads}, adam={adam!r}, phases=tuple({phases!r}.split(',')))\n"
+        f"result = run_benchmark({config!r}, threads={threads}, phases=tuple({phases!r}.split(',')))\n"
         "print(json.dumps(result))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

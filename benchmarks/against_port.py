@@ -8,11 +8,11 @@ width here (128 for A, 256 for B) by changing the constructor's default, without
 Speed: both models live in one process and are timed in alternating windows (latentlab, port, latentlab,
 ...), so a machine whose speed drifts (this one does, by ±15% or more) moves both alike; the figure that
 counts is the median of the per-window ratios. Training is one optimiser step each (forward, bits/dim
-loss, backward, Adam at 1e-4; the port with torch.optim.Adam and its uniform dequantisation, as its own
-train.py does). Encode/decode are eval mode under inference_mode. Memory: each model and phase in a
-fresh process of its own (resident-set peak, MiB, torch's own ~220 MB included). `--malloc tuned` (the
-default) gives both models the glibc malloc settings that the latentlab CLI applies at start-up;
-`--malloc default` leaves glibc's defaults for both.
+loss, backward, torch.optim.Adam at 1e-4: latentlab's as its trainer builds it, the port's with torch's
+defaults and its uniform dequantisation, as its own train.py does). Encode/decode are eval mode under
+inference_mode. Memory: each model and phase in a fresh process of its own (resident-set peak, MiB,
+torch's own ~220 MB included). `--malloc tuned` (the default) gives both models the glibc malloc
+settings that the latentlab CLI applies at start-up; `--malloc default` leaves glibc's defaults for both.
 
 usage: python benchmarks/against_port.py PORT_MODEL_PY [--configs A,B] [--rounds 5] [--infer-batch 16,64]
                                          [--malloc tuned|default]
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from latentlab._malloc import tune_malloc  # noqa: E402
 from latentlab.bench import CONFIGS, bench_images, perturb_output_convs  # noqa: E402
 from latentlab.flow.glow import Glow  # noqa: E402
-from latentlab.train.adam import Adam  # noqa: E402
+from latentlab.train.optimizer import make_optimizer  # noqa: E402
 
 
 def load_port(path: Path, width: int):
@@ -67,9 +67,11 @@ def build(which: str, config: str, port_path: Path, batch: int):
         model = Glow(cfg)
         model.initialize(xt)
         perturb_output_convs(model, seed=1)
-        optimizer = Adam(model.parameters(), lr=1e-4)
+        optimizer = None  # made at the first step, as the port's: inference never imports torch.optim's ~70 MB
 
         def train_step() -> None:
+            nonlocal optimizer
+            optimizer = optimizer or make_optimizer(model.parameters(), lr=1e-4)
             loss = model.bits_per_dim_from_log_prob(model(xt)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -81,7 +83,7 @@ def build(which: str, config: str, port_path: Path, batch: int):
     with torch.no_grad():
         model(xt)  # its ActNorm initialises itself on the first batch
     n_bins = 2**cfg.n_bits
-    optimizer = None  # made at the first step: torch.optim's import alone is ~70 MB, which inference never needs
+    optimizer = None
 
     def port_step() -> None:
         nonlocal optimizer

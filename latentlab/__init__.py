@@ -15,7 +15,6 @@ _EXPORTS = {
     "GlowConfig": "latentlab.config",
     "load_model": "latentlab.checkpoint",
     "save_model": "latentlab.checkpoint",
-    "tune_malloc": "latentlab._malloc",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

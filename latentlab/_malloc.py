@@ -1,8 +1,8 @@
 """glibc malloc settings that keep freed activation memory for reuse (the CLI applies them at start-up).
 
 By default glibc serves large blocks (a 1-8 MiB activation) with fresh mmaps, or trims them off the heap
-when they are freed, so every new activation is page-faulted in again, 4 KiB at a time. On the AMD
-development machine that cost 7-54% of encode and decode speed and up to 19% of training (BENCHMARKS.md).
+when they are freed, so every new activation is page-faulted in again, 4 KiB at a time; what that costs
+is in BENCHMARKS.md (benchmarks/malloc_faults.py counts the faults).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def tune_malloc() -> bool:
     """Apply the settings above to this process (inherited by forked workers); True if they were applied.
 
     Process-wide and glibc-only: False on other platforms, where mallopt is missing, or where the user
-    set glibc's malloc variables. Library users can call it once themselves (`latentlab.tune_malloc()`).
+    set glibc's malloc variables. A start-up detail of the CLI, not part of the library's API.
     """
     if not sys.platform.startswith("linux") or user_has_malloc_settings():
         return False

@@ -1,13 +1,14 @@
-"""Atomic file writes: a killed process leaves the old file or the new one, never half of one."""
+"""Atomic file writes (a killed process leaves the old file or the new one, never half of one), folder locks."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import filelock
 
 from latentlab.errors import OutputError
 
@@ -52,21 +53,20 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
 
 @contextlib.contextmanager
 def folder_lock(lock_file: Path, *, busy: str) -> Iterator[None]:
-    """Hold an exclusive flock on `lock_file` for the block; if another process holds it, raise OutputError(busy).
+    """Hold an exclusive lock on `lock_file` for the block; if another holder has it, raise OutputError(busy).
 
-    The kernel drops the lock when the holder dies, so a killed process never leaves a stale lock.
+    The operating system drops the lock when the holder dies, so a killed process never leaves a stale lock.
     """
     ensure_parent(lock_file)
-    with open(lock_file, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(busy) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
+    lock = filelock.FileLock(lock_file, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise OutputError(busy) from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

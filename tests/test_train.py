@@ -17,7 +17,7 @@ from latentlab.errors import ConfigError, OutputError, TrainingError
 from latentlab.flow.glow import Glow
 from latentlab.train.devices import resolve_precision
 from latentlab.train.recipe import train
-from latentlab.train.runs import check_resume_config, load_train_state, run_lock
+from latentlab.train.runs import check_resume_config, load_train_state
 from latentlab.train.schedule import lr_at
 
 from .conftest import TINY_MODEL, tiny_train_cfg
@@ -77,12 +77,6 @@ def test_existing_run_is_not_overwritten_without_force(toy_data, tmp_path):
     assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
     train(tiny_cfg(toy_data, max_steps=2, seed=5), out=tmp_path / "r", force=True, progress=False)
     assert (tmp_path / "r" / "model.safetensors").read_bytes() != before
-
-
-def test_a_second_trainer_on_the_same_folder_is_refused(toy_data, tmp_path):
-    (tmp_path / "r").mkdir()
-    with run_lock(tmp_path / "r"), pytest.raises(OutputError, match="another latentlab process"):
-        train(tiny_cfg(toy_data, max_steps=2), out=tmp_path / "r", progress=False)
 
 
 def test_non_finite_steps_are_skipped_then_stop_with_last_good_checkpoint(toy_data, tmp_path, monkeypatch):

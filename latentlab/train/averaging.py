@@ -2,6 +2,8 @@
 
 The optimiser keeps stepping its own weights; the average lives beside them and is swapped into the
 model only for evaluation and saving (openai/glow does the same), so the optimiser's path is unchanged.
+torch.optim.swa_utils.AveragedModel would keep a second model, start from the first step's weights and
+count its updates rather than the steps, so its average would differ from the one runs have saved.
 """
 
 from __future__ import annotations

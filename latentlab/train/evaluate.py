@@ -1,4 +1,4 @@
-"""Held-out bits per dimension over a folder of images, and sample grids from a trained model."""
+"""Held-out bits per dimension (over a folder, or a run's validation split) and sample grids from a model."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from latentlab.errors import ConfigError
 from latentlab.flow.glow import Glow, evaluating
 
 EVAL_NOISE_SEED = 4321
+PREVIEW_SEED = 1234
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,36 @@ def evaluate_folder(
         uniform_bits_per_dim=uniform_bpd,
         uniform_std_error=uniform_error,
     )
+
+
+def held_out_bits_per_dim(
+    model: Glow, images: np.ndarray, indices: np.ndarray, *, device: torch.device, batch_size: int = 256
+) -> float | None:
+    """Mean bits/dim of the uint8 rows `images[indices]` with fixed dequantisation noise (a run's validation).
+
+    None when there are no rows. The caller chooses the weights (the run's average, or its own).
+    """
+    if len(indices) == 0:
+        return None
+    gen = torch.Generator().manual_seed(EVAL_NOISE_SEED)
+    total, count = 0.0, 0
+    with evaluating(model):
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            x8 = torch.from_numpy(np.ascontiguousarray(images[idx]))
+            x = dequantize(x8, model.config.n_bits, generator=gen).to(device)
+            total += float(model.bits_per_dim_from_log_prob(model.log_likelihood(x)).double().sum())
+            count += len(idx)
+    return total / count
+
+
+def preview_grid(model: Glow) -> np.ndarray:
+    """A 6x6 grid (H, W, 3) uint8 at temperature 0.7 from a fixed seed: a run's previews compare across steps."""
+    from latentlab.data.pictures import make_grid
+
+    with evaluating(model):
+        x = model.sample(36, temperature=0.7, generator=torch.Generator().manual_seed(PREVIEW_SEED))
+    return make_grid(to_uint8(x.cpu(), model.config.n_bits), nrow=6)
 
 
 def sample_grid(

@@ -13,39 +13,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from latentlab.checkpoint import load_model, save_model
+from latentlab.checkpoint import load_model, read_model_metadata, save_model
 from latentlab.config import TrainConfig
-from latentlab.data.quantize import dequantize, to_uint8
-from latentlab.errors import ConfigError, DataError, TrainingError
-from latentlab.flow.glow import Glow, evaluating
-from latentlab.paths import data_dir, models_dir
-from latentlab.train.adam import Adam
+from latentlab.errors import ConfigError, TrainingError
+from latentlab.flow.glow import Glow
+from latentlab.paths import models_dir
+from latentlab.train import runs
 from latentlab.train.averaging import WeightAverage, averaged
+from latentlab.train.batches import TrainingImages, resolve_data
 from latentlab.train.devices import resolve_device, resolve_precision
-from latentlab.train.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
-from latentlab.train.runs import (
-    append_metrics,
-    check_resume_config,
-    check_run_folder,
-    clear_history,
-    load_train_state,
-    raw_weights,
-    remove_stale_temporaries,
-    restore_optimizer,
-    rng_states,
-    run_lock,
-    save_train_state,
-    truncate_metrics,
-)
-from latentlab.train.schedule import epoch_order, jitter_shifts, lr_at, split_indices
-
-SAMPLE_SEED = 1234
-VAL_NOISE_SEED = 4321
+from latentlab.train.distributed import barrier, setup_distributed, teardown_distributed
+from latentlab.train.evaluate import held_out_bits_per_dim, preview_grid
+from latentlab.train.optimizer import make_optimizer, restore_optimizer
+from latentlab.train.schedule import lr_at
 
 
 @dataclass
@@ -63,24 +47,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def resolve_data(cfg: TrainConfig, *, progress: bool, dist_info: DistInfo) -> Path:
-    """The image folder to train on; with no --data, the embedded toy faces (generated once, then reused)."""
-    if cfg.data is not None:
-        folder = Path(cfg.data)
-        if not folder.is_dir():
-            raise DataError(f"--data {folder} is not a folder of images")
-        return folder
-    from latentlab.data.toy_faces import make_toy_faces
-
-    folder = data_dir() / f"toy-faces-n{cfg.toy_count}-s{cfg.seed}"
-    if dist_info.is_main and not (folder / "list_attr_celeba.csv").exists():
-        make_toy_faces(folder, count=cfg.toy_count, size=64, seed=cfg.seed, progress=progress, workers=cfg.workers)
-    barrier(dist_info)
-    return folder
-
-
 def default_out(cfg: TrainConfig, preset: str | None) -> Path:
-    """models/<preset or 'toy32'> unless --out was given."""
+    """--out, or models/<preset> (models/run without a preset)."""
     return Path(cfg.out) if cfg.out else models_dir() / (preset or "run")
 
 
@@ -113,46 +81,28 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)  # 'auto' decided here, per machine
         if self.dist.is_main:
-            check_run_folder(self.out, resume=self.resume, force=self.force)
+            runs.check_run_folder(self.out, resume=self.resume, force=self.force)
         torch.manual_seed(cfg.seed)
         folder = resolve_data(cfg, progress=self.progress, dist_info=self.dist)
-        self.cache, self.jittered = self._caches(folder)
-        self.train_idx, self.val_idx = split_indices(len(self.cache), cfg)
-        per_step = cfg.batch_size * self.dist.world_size
-        self.steps_per_epoch = len(self.train_idx) // per_step
-        if self.steps_per_epoch == 0:
-            raise DataError(
-                f"{folder} has {len(self.train_idx)} training images, fewer than one batch of {per_step}; "
-                "add images or lower --batch-size"
-            )
+        self.data = TrainingImages(cfg, folder, dist_info=self.dist, progress=self.progress)
         self.total_steps = self._total_steps()
         self.noise = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
         self.step = 0
         if self.resume:
             self.model = load_model(self.out).train()
-            tensors, meta = load_train_state(self.out, step=self._model_step())  # the state matching the weights
-            check_resume_config(meta["config"], cfg.to_dict())
-            self.step = int(meta["step"])
         else:
             self.model = Glow(cfg.model)
-            self._initialize_actnorm()
+            self.model.initialize(self.data.init_batch())  # data-dependent ActNorm initialisation
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = Adam(self.model.parameters(), lr=cfg.lr)  # torch.optim would import torch._dynamo
+        self.optimizer = make_optimizer(self.model.parameters(), lr=cfg.lr)
         # Polyak averaging: `average` holds the moving average, the model the optimiser's own weights
         self.average = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        if self.average is not None and self.resume:  # the saved model is the average; the state has the rest
-            self.average.load_own_weights(raw_weights(tensors), source=self.out)
         if self.resume:
-            restore_optimizer(self.optimizer, tensors, meta["optimizer"])
-            states = rng_states(tensors)
-            self.noise.set_state(states["noise"])
-            torch.set_rng_state(states["torch"])
-            if self.dist.is_main:
-                truncate_metrics(self.out, self.step)
+            self._restore()
         elif self.dist.is_main:
-            clear_history(self.out)  # --force over a finished run, or a fresh folder (nothing to clear)
+            runs.clear_history(self.out)  # --force over a finished run, or a fresh folder (nothing to clear)
         self.model.memory_saving = cfg.memory_saving
         self.net: torch.nn.Module = self.model
         if self.dist.world_size > 1:
@@ -162,64 +112,34 @@ class Trainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
 
-    def _caches(self, folder: Path) -> tuple[Any, list[Any]]:
-        """The standard-crop cache and, with crop jitter, one cache per shift (rank 0 builds, the others open)."""
-        from latentlab.data.cache import prepare_caches
-
-        cfg, shifts = self.cfg, jitter_shifts(self.cfg.crop_jitter)
-        size, workers = cfg.model.image_size, cfg.workers
+    def _restore(self) -> None:
+        """Step, optimiser, RNG states and (with averaging) the optimiser's own weights, as saved with the model."""
+        model_step = int(read_model_metadata(self.out)["step"])
+        tensors, meta = runs.load_train_state(self.out, step=model_step)  # the state matching the weights
+        runs.check_resume_config(meta["config"], self.cfg.to_dict())
+        self.step = int(meta["step"])
+        if self.average is not None:  # the saved model is the average; the state has the rest
+            self.average.load_own_weights(runs.raw_weights(tensors), source=self.out)
+        restore_optimizer(self.optimizer, tensors, meta["optimizer"])
+        states = runs.rng_states(tensors)
+        self.noise.set_state(states["noise"])
+        torch.set_rng_state(states["torch"])
         if self.dist.is_main:
-            caches = prepare_caches(folder, size, shifts=shifts, workers=workers, progress=self.progress)
-        barrier(self.dist)
-        if not self.dist.is_main:
-            caches = prepare_caches(folder, size, shifts=shifts, workers=workers, progress=False)
-        if any(c.names != caches[0].names for c in caches):
-            raise DataError(
-                f"the shifted crops of {folder} skipped other files than the standard crop; check the images"
-            )
-        return caches[0], caches
-
-    def _model_step(self) -> int:
-        from latentlab.checkpoint import read_model_metadata
-
-        return int(read_model_metadata(self.out)["step"])
+            runs.truncate_metrics(self.out, self.step)
 
     def _total_steps(self) -> int | None:
         cfg = self.cfg
         if cfg.max_steps is not None:
             return cfg.max_steps
         if cfg.epochs is not None:
-            return cfg.epochs * self.steps_per_epoch
+            return cfg.epochs * self.data.steps_per_epoch
         if cfg.time_limit is not None:
             return None
         raise ConfigError("say how long to train: --max-steps, --epochs or --time-limit")
 
-    def _initialize_actnorm(self) -> None:
-        """Data-dependent ActNorm initialisation on a seeded batch of training images."""
-        n = min(self.cfg.init_batch, len(self.train_idx))
-        idx = np.sort(np.random.default_rng(self.cfg.seed + 1).choice(self.train_idx, n, replace=False))
-        x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
-        self.model.initialize(
-            dequantize(x8, self.cfg.model.n_bits, generator=torch.Generator().manual_seed(self.cfg.seed))
-        )
-
     # ----------------------------------------------------------------------------------- train
     def _batch(self, step: int) -> torch.Tensor:
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        if getattr(self, "_order_epoch", None) != epoch:
-            self._order = epoch_order(self.train_idx, seed=self.cfg.seed, epoch=epoch, dist_info=self.dist)
-            self._order_epoch = epoch
-        bs = self.cfg.batch_size
-        idx = np.sort(self._order[pos * bs : (pos + 1) * bs])
-        if len(self.jittered) > 1:  # each image from one of the shifted crops, drawn from the saved generator
-            which = torch.randint(len(self.jittered), (len(idx),), generator=self.noise).tolist()
-            x8 = torch.from_numpy(np.stack([self.jittered[v].images[i] for v, i in zip(which, idx, strict=True)]))
-        else:
-            x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
-        x = dequantize(x8, self.cfg.model.n_bits, generator=self.noise)
-        if self.cfg.flip:  # faces are left-right symmetric: mirrored copies are free extra data
-            mirror = torch.rand(len(x), generator=self.noise) < 0.5
-            x[mirror] = x[mirror].flip(-1)
+        x = self.data.batch(step, self.noise)
         if self.device.type == "cuda":
             return x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         return x.to(self.device)
@@ -236,6 +156,7 @@ class Trainer:
     def _train_step(self, step: int, time_fraction: float) -> tuple[float, bool]:
         """One optimiser step; returns (loss in bits/dim, whether it was applied)."""
         cfg = self.cfg
+        # lr_at rather than torch.optim.lr_scheduler: with --time-limit the cosine follows the time used
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, cfg, total_steps=self.total_steps, time_fraction=time_fraction)
         x = self._batch(step)
@@ -259,29 +180,18 @@ class Trainer:
         return float(loss.detach()), False
 
     def validate(self) -> float | None:
-        """Mean bits/dim over the held-out split, with fixed dequantisation noise."""
-        if len(self.val_idx) == 0:
-            return None
-        gen = torch.Generator().manual_seed(VAL_NOISE_SEED)
-        total, count = 0.0, 0
-        with averaged(self.average), evaluating(self.model):
-            for start in range(0, len(self.val_idx), 256):
-                idx = self.val_idx[start : start + 256]
-                x8 = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
-                x = dequantize(x8, self.cfg.model.n_bits, generator=gen).to(self.device)
-                bpd = self.model.bits_per_dim_from_log_prob(self.model.log_likelihood(x))
-                total += float(bpd.double().sum())
-                count += len(idx)
-        return total / count
+        """Mean bits/dim of the averaged weights over the held-out split, with fixed dequantisation noise."""
+        with averaged(self.average):
+            return held_out_bits_per_dim(self.model, self.data.cache.images, self.data.val_idx, device=self.device)
 
     def save_samples(self, step: int) -> Path:
-        """A 6x6 grid at temperature 0.7 from a fixed seed, so grids are comparable across steps."""
-        from latentlab.data.pictures import make_grid, save_image
+        """The run's preview grid of the averaged weights at this step, in samples/."""
+        from latentlab.data.pictures import save_image
 
-        with averaged(self.average), evaluating(self.model):
-            x = self.model.sample(36, temperature=0.7, generator=torch.Generator().manual_seed(SAMPLE_SEED))
+        with averaged(self.average):
+            grid = preview_grid(self.model)
         path = self.out / "samples" / f"step_{step:06d}.png"
-        save_image(path, make_grid(to_uint8(x.cpu(), self.cfg.model.n_bits), nrow=6))
+        save_image(path, grid)
         return path
 
     def save_checkpoint(self, step: int, metrics: dict[str, Any]) -> None:
@@ -289,7 +199,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         rng = {"noise": self.noise.get_state(), "torch": torch.get_rng_state()}
-        save_train_state(
+        runs.save_train_state(
             self.out,
             optimizer=self.optimizer,
             step=step,
@@ -303,10 +213,10 @@ class Trainer:
 
     def train(self) -> TrainResult:
         """Run until max steps, epochs or the time limit; checkpoint along the way and at the end."""
-        lock = run_lock(self.out) if self.dist.is_main else contextlib.nullcontext()
+        lock = runs.run_lock(self.out) if self.dist.is_main else contextlib.nullcontext()
         with lock:
             if self.dist.is_main:
-                remove_stale_temporaries(self.out)  # left by a run killed mid-write; the lock says none is live
+                runs.remove_stale_temporaries(self.out)  # left by a run killed mid-write; the lock says none is live
             return self._loop()
 
     def _loop(self) -> TrainResult:
@@ -391,7 +301,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if self.dist.is_main:
-            append_metrics(self.out, record)
+            runs.append_metrics(self.out, record)
 
 
 def train(

@@ -6,7 +6,7 @@ models/<run>/
     train_state.previous.safetensors  the state before it, for a run cut off between state and weights
     metrics.jsonl            one JSON object per logged step / validation
     samples/step_XXXXXX.png  sample grids at temperature 0.7
-    train.lock               held (flock) while a process trains into the folder
+    train.lock               locked while a process trains into the folder (filelock)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from latentlab.config import GlowConfig
 from latentlab.errors import CheckpointError, ConfigError, OutputError
 from latentlab.fileio import folder_lock
 from latentlab.paths import MODEL_FILE
-from latentlab.train.adam import Adam
+from latentlab.train.optimizer import optimizer_tensors
 
 STATE_FILE = "train_state.safetensors"
 # the state before the newest, kept until the weights of the newest are written: a run killed between
@@ -83,39 +83,10 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
     return removed
 
 
-def optimizer_tensors(optimizer: Adam) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Flatten an optimiser state_dict into named tensors plus JSON-able scalars."""
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
-    for pid, entry in state["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value
-            else:
-                scalars["state"].setdefault(str(pid), {})[key] = value
-    return tensors, scalars
-
-
-def restore_optimizer(optimizer: Adam, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
-    """Inverse of `optimizer_tensors`."""
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for pid, entry in scalars.get("state", {}).items():
-        state.setdefault(int(pid), {}).update(entry)
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"the saved optimiser state does not fit this model ({exc})") from None
-
-
 def save_train_state(
     out: Path,
     *,
-    optimizer: Adam,
+    optimizer: torch.optim.Optimizer,
     step: int,
     rng: dict[str, torch.Tensor],
     config: dict[str, Any],

@@ -1,25 +1,16 @@
-"""Model benchmarks: parameters, training / encode / decode throughput, reconstruction error, peak memory.
+"""One benchmark configuration measured in this process: parameters, training / encode / decode throughput,
+reconstruction error and peak memory.
 
-`run_benchmark("A")` measures one configuration in the current process; `python -m latentlab.bench A`
-does the same and prints one JSON object, which is how `latentlab bench` (through `run_isolated`)
-runs every configuration, inference and training apart, in processes of their own, so that no peak
-memory hides another.
-
-Every throughput is the median over `repeats` timed runs taken after `warmup` untimed iterations,
-in images per second. Training is one optimiser step: forward, loss (bits/dim), backward, Adam.
+Every throughput is the median over `repeats` timed runs taken after `warmup` untimed iterations, in
+images per second. Training is one optimiser step as the trainer takes it: forward, loss (bits/dim),
+backward, Adam.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,9 +20,11 @@ import torch
 
 from latentlab import __version__
 from latentlab._malloc import tune_malloc
+from latentlab.bench.machine import PeakMemory, cpu_name, load_average, process_peak_rss_mb
 from latentlab.config import MEMORY_SAVING, PRECISIONS, GlowConfig
-from latentlab.errors import ConfigError, LatentlabError
+from latentlab.errors import ConfigError
 from latentlab.train.devices import resolve_device, resolve_precision
+from latentlab.train.optimizer import make_optimizer
 
 
 @dataclass(frozen=True)
@@ -51,29 +44,7 @@ CONFIGS: dict[str, BenchConfig] = {
 }
 
 
-# Adam implementations: latentlab's (torch's fused kernel without torch.optim, which imports torch._dynamo:
-# ~70 MB), and torch.optim.Adam with one fused kernel, one op per step over lists, or a loop over parameters
-ADAM_IMPLEMENTATIONS: dict[str, dict[str, bool] | None] = {
-    "latentlab": None,
-    "torch-fused": {"fused": True},
-    "torch-foreach": {"foreach": True},
-    "torch-loop": {"foreach": False},
-}
-
-
-MALLOC_SETTINGS = ("auto", "tuned", "default")  # auto: as the CLI runs (malloc_tuning.py)
-
-
-def make_adam(kind: str, params: list[torch.nn.Parameter], *, lr: float, device: torch.device) -> Any:
-    """The Adam optimiser named `kind` (a key of ADAM_IMPLEMENTATIONS)."""
-    kernels = ADAM_IMPLEMENTATIONS[kind]
-    if kernels is None:
-        from latentlab.train.adam import Adam
-
-        return Adam(params, lr=lr)
-    if device.type not in ("cpu", "cuda"):
-        kernels = {}  # no fused or foreach kernels elsewhere
-    return torch.optim.Adam(params, lr=lr, **kernels)
+MALLOC_SETTINGS = ("auto", "tuned", "default")  # auto: as the CLI runs (latentlab._malloc)
 
 
 def forward_flops(cfg: GlowConfig) -> float:
@@ -91,65 +62,6 @@ def forward_flops(cfg: GlowConfig) -> float:
             macs += half * 2 * (channels - half) * 9 * size * size
             channels = channels - half
     return 2.0 * macs
-
-
-class _PeakMemory:
-    """Peak memory of one phase: CUDA's allocator peak, else the process's resident-set high-water mark.
-
-    On Linux the high-water mark (VmHWM) is reset at the start of each phase through /proc/self/clear_refs,
-    so a phase's peak is its own; elsewhere it is the process peak so far (ru_maxrss).
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
-
-    def peak_mb(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return _process_peak_rss_mb()
-
-
-def _process_peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _load_average() -> float | None:
-    """The 1-minute load average (Unix), or None."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
 
 
 def _synced(device: torch.device) -> Callable[[], None]:
@@ -215,7 +127,6 @@ def run_benchmark(
     precision: str = "fp32",
     compile: bool = False,
     infer_batch: int | None = None,
-    adam: str = "latentlab",
     malloc: str = "auto",
     phases: tuple[str, ...] = ("encode", "decode", "train"),
 ) -> dict[str, Any]:
@@ -233,8 +144,6 @@ def run_benchmark(
         raise ConfigError(f"unknown benchmark config {config_name!r}; choose one of {', '.join(CONFIGS)}")
     if memory_saving not in MEMORY_SAVING:
         raise ConfigError(f"unknown memory saving {memory_saving!r}; choose one of {', '.join(MEMORY_SAVING)}")
-    if adam not in ADAM_IMPLEMENTATIONS:
-        raise ConfigError(f"unknown Adam implementation {adam!r}; choose one of {', '.join(ADAM_IMPLEMENTATIONS)}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if malloc not in MALLOC_SETTINGS:
@@ -251,7 +160,7 @@ def run_benchmark(
     if threads is not None:
         torch.set_num_threads(threads)
     sync = _synced(dev)
-    memory = _PeakMemory(dev)
+    memory = PeakMemory(dev)
     torch.manual_seed(0)
     batch = bench.batch_size
     infer_batch = infer_batch or batch
@@ -268,7 +177,7 @@ def run_benchmark(
         "parameters": sum(p.numel() for p in model.parameters()),
         "forward_gflop_per_image": forward_flops(cfg) / 1e9,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "latentlab": __version__,
@@ -276,14 +185,13 @@ def run_benchmark(
         "memory_saving": memory_saving,
         "precision": precision,
         "compile": compile,
-        "adam": adam,
         "malloc": malloc,
         "repeats": repeats,
         "warmup": warmup,
         "phases": list(phases),
         "memory_unit": "MiB, CUDA allocator peak" if dev.type == "cuda" else "MiB, resident set peak",
         "setup_memory_mb": memory.peak_mb(),
-        "load_average_at_start": _load_average(),  # other work on the machine skews every number
+        "load_average_at_start": load_average(),  # other work on the machine skews every number
     }
     timing = dict(repeats=repeats, warmup=warmup, min_seconds=bench.min_run_seconds, sync=sync)
     if "encode" in phases or "decode" in phases:
@@ -292,7 +200,7 @@ def run_benchmark(
         model.train()
         model.memory_saving = memory_saving
         net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if compile else model
-        optimizer = make_adam(adam, list(model.parameters()), lr=1e-4, device=dev)
+        optimizer = make_optimizer(model.parameters(), lr=1e-4)
         xt = x[:batch]
 
         def train_step() -> None:
@@ -307,9 +215,9 @@ def run_benchmark(
         result["train_images_per_s"], result["train_runs"] = _throughput(train_step, images=batch, **timing)
         result["train_peak_memory_mb"] = memory.peak_mb()
         result["train_achieved_gflop_per_s"] = 3 * result["forward_gflop_per_image"] * result["train_images_per_s"]
-    result["load_average_at_end"] = _load_average()
+    result["load_average_at_end"] = load_average()
     result["peak_memory_mb"] = (
-        torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _process_peak_rss_mb()
+        torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else process_peak_rss_mb()
     )
     return result
 
@@ -320,7 +228,7 @@ def _measure_inference(
     result: dict[str, Any],
     *,
     phases: tuple[str, ...],
-    memory: _PeakMemory,
+    memory: PeakMemory,
     **timing: Any,
 ) -> None:
     """Encode and decode throughput (eval mode, inference_mode: what the commands run), and the round trip.
@@ -342,83 +250,3 @@ def _measure_inference(
     result["reconstruction_mean_abs_error"] = float(error.mean())
     if "encode" in phases:
         result["encode_achieved_gflop_per_s"] = result["forward_gflop_per_image"] * result["encode_images_per_s"]
-
-
-def run_isolated(config_name: str, *, timeout: float | None = None, **options: Any) -> dict[str, Any]:
-    """`run_benchmark` in fresh Python processes (`python -m latentlab.bench`): one for inference, one for
-    training, so that each peak memory is its own (freed memory that the C allocator keeps would otherwise
-    carry over from one phase into the next). Returns the merged result.
-
-    options are run_benchmark's keyword arguments; a failure is a LatentlabError with the child's last words.
-    """
-    if config_name not in CONFIGS:
-        raise ConfigError(f"unknown benchmark config {config_name!r}; choose one of {', '.join(CONFIGS)}")
-    groups = [options.pop("phases")] if "phases" in options else [("encode", "decode"), ("train",)]
-    merged: dict[str, Any] = {}
-    for phases in groups:
-        result = _run_child(config_name, timeout=timeout, phases=phases, **options)
-        merged.update(result)
-        merged[f"{'_'.join(phases)}_process_peak_memory_mb"] = result["peak_memory_mb"]
-        merged["peak_memory_mb"] = max(merged.get("peak_memory_mb", 0.0), result["peak_memory_mb"])
-    merged.pop("phases", None)
-    return merged
-
-
-def _run_child(config_name: str, *, timeout: float | None, **options: Any) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "latentlab.bench", config_name]
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            cmd.append(flag)
-        elif isinstance(value, (tuple, list)):
-            cmd += [flag, ",".join(value)]
-        else:
-            cmd += [flag, str(value)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise LatentlabError(f"benchmark of config {config_name} ran over {timeout:.0f} s and was stopped") from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise LatentlabError(f"benchmark of config {config_name} failed (exit {proc.returncode}): {last}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m latentlab.bench A [--device auto] [--threads N] ...`: one configuration, one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m latentlab.bench", description=main.__doc__)
-    parser.add_argument("config", choices=sorted(CONFIGS))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--memory-saving", default="none", choices=MEMORY_SAVING)
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--infer-batch", type=int, default=None)
-    parser.add_argument("--adam", default="latentlab", choices=sorted(ADAM_IMPLEMENTATIONS))
-    parser.add_argument("--malloc", default="auto", choices=MALLOC_SETTINGS)
-    parser.add_argument("--phases", default="encode,decode,train")
-    args = parser.parse_args(argv)
-    result = run_benchmark(
-        args.config,
-        device=args.device,
-        threads=args.threads,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        memory_saving=args.memory_saving,
-        precision=args.precision,
-        compile=args.compile,
-        infer_batch=args.infer_batch,
-        adam=args.adam,
-        malloc=args.malloc,
-        phases=tuple(p for p in args.phases.split(",") if p),
-    )
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONHASHSEED", "0")
-    main()
