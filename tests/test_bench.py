@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import latentlab.cli.bench  # noqa: F401  (registers `bench` on the app)
 from latentlab.bench import CONFIGS, forward_flops, run_benchmark, run_isolated
 from latentlab.cli.app import app
 from latentlab.errors import ConfigError
+from latentlab.train import devices
 
 POSITIVE = [
     "parameters",
@@ -52,8 +52,7 @@ def test_memory_saving_modes_are_measured(mode):
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_auto_precision_reports_what_it_chose(monkeypatch, fast):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"} if fast else {"avx2"}))
     result = run_benchmark("tiny", device="cpu", threads=1, repeats=1, warmup=1, precision="auto", phases=("train",))
     assert result["precision"] == ("bf16" if fast else "fp32") and result["train_images_per_s"] > 0
 

@@ -15,6 +15,7 @@ from latentlab import load_model
 from latentlab.config import TrainConfig
 from latentlab.errors import ConfigError, OutputError, TrainingError
 from latentlab.flow.glow import Glow
+from latentlab.train import devices
 from latentlab.train.devices import resolve_precision
 from latentlab.train.recipe import train
 from latentlab.train.runs import check_resume_config, load_train_state
@@ -190,8 +191,7 @@ def test_bf16_autocast_run_learns_and_saves_float32(toy_data, tmp_path):
 @pytest.mark.parametrize("fast", [True, False])
 def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(toy_data, tmp_path, monkeypatch, fast):
     """--precision auto trains in bf16 on a CPU with native bf16 and in float32 on one without."""
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"} if fast else {"avx2"}))
     autocast_seen: list[bool] = []
     forward = Glow.forward
 
@@ -206,10 +206,16 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(toy_data, tmp_path,
     assert TrainConfig.from_dict(load_train_state(tmp_path / "a")[1]["config"]).precision == "auto"  # per machine
 
 
-def test_precision_probes_missing_from_torch_mean_float32(monkeypatch):
-    """The CPU probes are private torch functions: if a torch release drops them, auto falls back to fp32."""
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.delattr(torch.cpu, name, raising=False)
+def test_cpu_flags_come_from_cpuinfo_and_default_to_none(tmp_path, monkeypatch):
+    """Linux's /proc/cpuinfo (x86 "flags", Arm "Features"); no such file (Windows, macOS) means no native bf16."""
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert devices.cpu_flags.__wrapped__(str(x86)) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
+    assert devices.cpu_flags.__wrapped__(str(arm)) == {"fp", "asimd", "bf16"}
+    assert devices.cpu_flags.__wrapped__(str(tmp_path / "missing")) == frozenset()
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset())
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 
 from latentlab.errors import ConfigError
@@ -33,15 +36,28 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def has_fast_bf16(device: torch.device) -> bool:
     """Whether bf16 maths runs natively here: an Ampere or newer GPU (or ROCm), or a CPU with AVX512-BF16 or AMX.
 
-    On such CPUs oneDNN's bf16 convolutions run about twice as fast as float32 (BENCHMARKS.md); on others
-    bf16 is emulated and slower, so `--precision auto` keeps float32 there.
+    On other CPUs bf16 is emulated and slower than float32 (BENCHMARKS.md), so `--precision auto` keeps
+    float32 there.
     """
     if device.type == "cuda":  # bf16 tensor cores from Ampere (8.0) on; torch's is_bf16_supported counts emulation
         return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
-    if device.type == "cpu":  # torch.cpu's probes are private: without them, assume no
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    if device.type == "cpu":
+        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"})
     return False
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them; empty where there is no /proc/cpuinfo (bf16 then stays off)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
