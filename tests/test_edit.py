@@ -17,10 +17,10 @@ from latentlab.data.images import load_image
 from latentlab.directions.file import load_directions, save_directions
 from latentlab.errors import AttributeNameError, ConfigError, DataError, OutputError
 from latentlab.render.edit import describe_edit, edit_latents, format_alpha, pair_edits, sweep_latents
-from latentlab.render.edit_pictures import MIN_CELL, render_edit, render_sweep
 from latentlab.render.faces import decode_images, display_size, encode_faces
 from latentlab.render.interpolation import ping_pong
 from latentlab.render.jobs import Sweep, default_edit_output
+from latentlab.render.pictures import MIN_CELL, render_edit, render_sweep
 
 from .conftest import SHARED_CELEBA
 

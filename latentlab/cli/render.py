@@ -79,9 +79,9 @@ def manipulate(
     """
     from latentlab.directions.maths import sweep_alphas
     from latentlab.render.edit import pair_edits
-    from latentlab.render.edit_pictures import ANIMATION_FORMATS
     from latentlab.render.jobs import Sweep
     from latentlab.render.jobs import manipulate as run
+    from latentlab.render.pictures import ANIMATION_FORMATS
 
     if sweep is not None and alpha:
         raise fail("--sweep and --alpha exclude each other: --alpha makes one edit, --sweep a range", 2)

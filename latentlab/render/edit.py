@@ -9,7 +9,7 @@ The meaning of alpha (the Glow paper's convention, Kingma & Dhariwal 2018):
   direction, whatever the attribute: alphas are comparable across attributes.
 Several edits compose by addition, decode(z + Σ αᵢ·vᵢ), and α = 0 gives the reconstruction exactly.
 
-Pure functions on latents (B, D); the pictures are made in `edit_pictures`, the jobs in `jobs`.
+Pure functions on latents (B, D); the pictures are made in `pictures`, the jobs in `jobs`.
 """
 
 from __future__ import annotations

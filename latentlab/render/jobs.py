@@ -21,7 +21,9 @@ from latentlab.paths import default_vectors_path, model_or_last
 from latentlab.progress import progress_bar
 from latentlab.render.animate import AnimationOutput, write_interpolation
 from latentlab.render.edit import describe_edit
-from latentlab.render.edit_pictures import (
+from latentlab.render.faces import load_faces
+from latentlab.render.interpolation import METHODS
+from latentlab.render.pictures import (
     STILL_FORMATS,
     SWEEP_FORMATS,
     check_extension,
@@ -29,8 +31,6 @@ from latentlab.render.edit_pictures import (
     render_sweep,
     save_model_view,
 )
-from latentlab.render.faces import load_faces
-from latentlab.render.interpolation import METHODS
 from latentlab.render.video import FRAME_FORMATS
 from latentlab.train.devices import resolve_device
 
