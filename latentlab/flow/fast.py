@@ -144,6 +144,13 @@ def _step_reverse_folded(step: FlowStep, y: torch.Tensor) -> torch.Tensor:
     return step_reverse(step, y, fold_steps([step], y, reverse=True)[0])
 
 
+def folded_weights(step: FlowStep, like: torch.Tensor, cache: FoldedCache, *, reverse: bool = False) -> Folded:
+    """A step's folded weights: from the cache for inference (see `use_cache`), else folded afresh."""
+    if use_cache(step):
+        return cache.get(step, like, reverse=reverse)
+    return fold_steps([step], like, reverse=reverse)[0]
+
+
 def run_level(
     steps: nn.ModuleList, h: torch.Tensor, *, memory_saving: str, cache: FoldedCache
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +207,7 @@ def flow(
 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """`Glow`'s levels on x: (ε of every split, the top level's h, log|det| so far (B,)).
 
-    Without `with_logdet` the flow steps' log-dets are left out (zeros): encode does not need them.
+    Without `with_logdet` the flow steps' log-dets are left out: encode does not need them.
     """
     saving = model.memory_saving if model.training and torch.is_grad_enabled() else "none"
     cache = model.folded_cache
@@ -214,7 +221,7 @@ def flow(
             logdet = logdet + ld
         else:
             for step in steps:
-                h = step_transform(step, h, cache.get(step, h) if use_cache(step) else fold_steps([step], h)[0])
+                h = step_transform(step, h, folded_weights(step, h, cache))
         if level < len(model.splits):
             h, eps, ld = split_forward(model.splits[level], h)
             eps_list.append(eps)
@@ -234,8 +241,6 @@ def reverse_levels(
             h = bound(split_reverse(model.splits[level], h, eps_list[level]))
         h = h.contiguous(memory_format=ACTIVATIONS)
         for step in reversed(model.levels[level]):
-            cached = use_cache(step)
-            folded = model.folded_cache.get(step, h, reverse=True) if cached else fold_steps([step], h, reverse=True)[0]
-            h = bound(step_reverse(step, h, folded))
+            h = bound(step_reverse(step, h, folded_weights(step, h, model.folded_cache, reverse=True)))
         h = unsqueeze(h, ACTIVATIONS if level else torch.contiguous_format)
     return h
