@@ -10,8 +10,8 @@ Every variant runs `latentlab.bench.run_benchmark` in fresh processes (inference
   no-padded-weights  cached inference weights as folded: output convolutions not padded to 16 channels, NCHW
   no-malloc-tuning   glibc's malloc defaults (fresh mmaps and trims: activations page-faulted in again)
   torch-adam         torch.optim.Adam with its CPU default (a loop over parameters), not the trainer's fused kernel
-  before             latentlab/flow.py as it was before the performance work (commit 896db9d), torch.optim.Adam
-                     with its CPU default, glibc's malloc defaults
+  before             latentlab/flow.py as it was before the performance work (commit 896db9d), run in place of
+                     latentlab.flow.glow; torch.optim.Adam with its CPU default, glibc's malloc defaults
 
 usage: python benchmarks/ablation.py [--configs A,B] [--threads 2] [--variants default,before]
 Prints a markdown table (images/s and peak resident MB); run it on an otherwise idle machine.
@@ -35,22 +35,19 @@ ADAM = {  # latentlab: the optimiser as the trainer builds it; torch-loop: torch
 }
 PATCHES: dict[str, tuple[str, str]] = {  # variant -> (code run before the benchmark, Adam implementation)
     "default": ("", "latentlab"),
-    "no-channels-last": ("import latentlab.flow.glow as f; f.ACTIVATIONS = torch.contiguous_format", "latentlab"),
-    "no-weight-cache": (
-        "import latentlab.flow.glow as f, latentlab.flow.layers as fl\n"
-        "f._use_cache = fl._use_cache = lambda module: False",
-        "latentlab",
-    ),
+    "no-channels-last": ("import latentlab.flow.fast as f; f.ACTIVATIONS = torch.contiguous_format", "latentlab"),
+    "no-weight-cache": ("import latentlab.flow.fast as f; f.use_cache = lambda module: False", "latentlab"),
     "no-gemm-1x1": (
-        "import latentlab.flow.glow as f, latentlab.flow.layers as fl, torch.nn.functional as F\n"
-        "f._conv1x1 = fl._conv1x1 = lambda x, w, b: F.conv2d(x, w[:, :, None, None], b)",
+        "import latentlab.flow.fast as f, torch.nn.functional as F\n"
+        "f.conv1x1 = lambda x, w, b: F.conv2d(x, w[:, :, None, None], b)",
         "latentlab",
     ),
-    "no-padded-weights": ("import latentlab.flow.glow as f\nf.inference_layout = lambda net: net", "latentlab"),
+    "no-padded-weights": ("import latentlab.flow.folding as f; f.inference_layout = lambda net: net", "latentlab"),
     "no-malloc-tuning": (NO_MALLOC_TUNING, "latentlab"),
     "torch-adam": ("", "torch-loop"),
     "before": (
-        NO_MALLOC_TUNING + "\nimport subprocess, types, latentlab\n"
+        NO_MALLOC_TUNING + "\nimport importlib, subprocess, types, latentlab.flow\n"
+        "sys.modules['latentlab.quantize'] = importlib.import_module('latentlab.data.quantize')  # its old place\n"
         f"git = ['git', '-C', {str(ROOT)!r}, 'show', '{BEFORE}:latentlab/flow.py']\n"
         "src = subprocess.check_output(git, text=True)\n"
         "mod = types.ModuleType('latentlab.flow.glow'); mod.__file__ = 'flow.py@" + BEFORE + "'\n"

@@ -79,7 +79,7 @@ def test_memory_saving_is_ignored_outside_training_and_for_initialisation():
     model.memory_saving = "invertible"
     fresh = Glow(model.config).double()
     fresh.memory_saving = "invertible"
-    fresh.initialize(x)  # runs under no_grad with ActNorm init pending: the plain path
+    fresh.initialize(x)  # runs the layers as written, whatever the memory saving
     assert fresh.is_initialized
     model.eval()
     with torch.no_grad():

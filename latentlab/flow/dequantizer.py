@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentlab.flow.layers import _exact, _wide, squeeze, unsqueeze
+from latentlab.flow.fast import squeeze, unsqueeze
+from latentlab.flow.precision import exact, wide
 
 CHANNELS = 12  # the noise of a 3-channel image, squeezed: every 2x2 block of pixels as channels
 HALF = CHANNELS // 2  # each coupling updates one half from the other
@@ -66,18 +67,18 @@ class Dequantizer(nn.Module):
     def forward(self, bins: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """bins (B, 3, H, W) integer levels, noise u₀ (B, 3, H, W) uniform in [0, 1) ->
         (dequantised image (bins + u)/n_bins − 0.5, log q(u | bins) (B,) in nats)."""
-        with _exact(noise):
+        with exact(noise):
             e = squeeze(torch.logit(noise.clamp(1e-6, 1 - 1e-6)), LAYOUT)  # standard logistic noise
-            log_q = _log_logistic_density(_wide(e))
+            log_q = _log_logistic_density(wide(e))
         context = self.features(squeeze(bins / self.bins - 0.5, LAYOUT).to(e.dtype))
         for net in self.couplings:
             a, b = e[:, :HALF], e[:, HALF:]
-            shift, raw = _wide(net(torch.cat([a, context.to(a.dtype)], dim=1))).chunk(2, dim=1)
-            with _exact(e):
+            shift, raw = wide(net(torch.cat([a, context.to(a.dtype)], dim=1))).chunk(2, dim=1)
+            with exact(e):
                 log_scale = math.log(2.0) + F.logsigmoid(raw)  # scales in (0, 2), 1 at the start
                 e = torch.cat([(b + shift) * torch.exp(log_scale), a], dim=1)
                 log_q = log_q - log_scale.flatten(1).sum(1)
-        with _exact(e):
-            log_q = log_q - _log_logistic_density(_wide(e))
-            u = unsqueeze(torch.sigmoid(e))
+        with exact(e):
+            log_q = log_q - _log_logistic_density(wide(e))
+            u = unsqueeze(torch.sigmoid(e), torch.contiguous_format)
             return (bins + u) / self.bins - 0.5, log_q

@@ -1,63 +1,41 @@
-"""The Glow flow: flow steps (ActNorm → 1x1 convolution → coupling) over levels with splits, and `Glow`.
+"""The Glow flow: flow steps (ActNorm → invertible 1x1 convolution → coupling) over levels with splits.
 
-The layers are in `latentlab.flow.layers`; flow steps keep their contract: `forward(x) -> (y, logdet)`
+The layers are in `latentlab.flow.layers`; a flow step keeps their contract: `forward(x) -> (y, logdet)`
 with logdet of shape (B,) in nats, and `reverse(y) -> x`. Tensors are NCHW. The latent of an image is
 the concatenation of every level's standardised ε (Kingma & Dhariwal 2018, with the split priors
 folded into the flow), so `log_prob(x) = log N(encode(x); 0, I) + log|det ∂encode/∂x|` holds exactly.
-
-Speed (measured in BENCHMARKS.md): every ActNorm and scale is folded into the convolution next to
-it, in training too (the folded form is the same function of the same parameters); the folded
-weights of a level's K steps are computed in one batch of small tensor ops (`fold_steps`), and in
-eval mode with no gradient once, then cached; activations are channels-last.
+`Glow` runs the same function through `latentlab.flow.fast` unless `fast` is set to False.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
 from latentlab.config import GlowConfig
 from latentlab.data.quantize import bins_and_noise, dequantize, n_bins, to_float
 from latentlab.errors import ConfigError
+from latentlab.flow import fast
 from latentlab.flow.dequantizer import Dequantizer
-from latentlab.flow.layers import (
-    ActNorm,
-    Coupling,
-    InvConv1x1,
-    Split,
-    _batch_logdet,
-    _conv1x1,
-    _exact,
-    _fold_nets,
-    _invconv_matrices,
-    _log_abs_dets,
-    _params_key,
-    _use_cache,
-    _wide,
-    inference_layout,
-    squeeze,
-    unsqueeze,
-)
+from latentlab.flow.folding import FoldedCache
+from latentlab.flow.layers import ActNorm, Coupling, Split, permutation, squeeze, unsqueeze
 from latentlab.flow.layers import (
     ZeroConv2d as ZeroConv2d,  # re-exported: bench.py finds the output convolutions through this module
 )
-from latentlab.flow.reversible import InvertibleSteps, trainable
+from latentlab.flow.precision import wide
 
 LOG_2PI = math.log(2 * math.pi)
-# oneDNN's convolutions (and their backward) run 1.2-1.6x faster on NHWC activations at these shapes
-ACTIVATIONS = torch.channels_last
 # A saturating decode (`Glow.decode(z, saturate=True)`, used for edits, paths and samples) holds every
 # activation within ±SATURATION. Real images stay below ~10 at every layer (trained toy and CelebA
 # models: 8.4 and 7.7), so their decode is unchanged, bit for bit; a latent far off the data, whose
 # exact inverse overflows to inf and NaN through the expanding reverse couplings, gives saturated
 # (visibly broken) pixels where it went too far instead of a NaN image.
 SATURATION = 1e3
+Bound = Callable[[torch.Tensor], torch.Tensor]  # applied to the activations after every layer of decode
 
 
 def _unchanged(h: torch.Tensor) -> torch.Tensor:
@@ -69,101 +47,28 @@ def _saturate(h: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(h, nan=0.0, posinf=SATURATION, neginf=-SATURATION).clamp_(-SATURATION, SATURATION)
 
 
-class Folded(NamedTuple):
-    """A flow step's weights with every ActNorm and scale folded in.
-
-    mix: (weight (C, C), bias (C,)) of the 1x1 convolution with the step's ActNorm folded in:
-    W·(s·(x + loc)) = (W·diag(s))·x + W·(s·loc); for the reverse, (diag(1/s)·W⁻¹)·y − loc.
-    net: the coupling network's (w1, b1, w2, b2, w3, b3). logdet: the per-pixel log-det of the
-    ActNorm and 1x1 convolution, a scalar (None where not needed).
-    """
-
-    mix: tuple[torch.Tensor, torch.Tensor]
-    net: tuple[torch.Tensor, ...]
-    logdet: torch.Tensor | None
+def _initialize_from_input(norm: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+    norm.initialize(args[0])
 
 
 class FlowStep(nn.Module):
-    """One step of flow: ActNorm → invertible 1x1 convolution → coupling (run with folded weights)."""
+    """One step of flow: ActNorm → invertible 1x1 convolution (or a permutation) → coupling."""
 
     def __init__(self, channels: int, config: GlowConfig, *, size: int = 0) -> None:
         """size: the level's spatial side, for position biases (0: none)."""
         super().__init__()
         self.norm = ActNorm(channels)
-        self.perm = InvConv1x1(channels, config.permutation)
+        self.perm = permutation(config.permutation, channels)
         self.coupling = Coupling(channels, config.width, config.coupling, size=size)
-        self._cache: dict[bool, tuple] = {}  # reverse? -> (parameter key, Folded), for inference only
-
-    def _init_pending(self) -> bool:
-        net = self.coupling.net
-        return self.norm.init_pending or net.norm1.init_pending or net.norm2.init_pending
-
-    def folded(self, like: torch.Tensor, *, reverse: bool = False) -> Folded:
-        """This step's folded weights (for its reverse if asked), cached for inference (see `_use_cache`)."""
-        if not _use_cache(self):
-            return fold_steps([self], like, reverse=reverse)[0]
-        key = (*_params_key(self), like.dtype, like.device, torch.is_autocast_enabled(like.device.type))
-        cached = self._cache.get(reverse)
-        if cached is None or cached[0] != key:
-            folded = fold_steps([self], like, reverse=reverse)[0]
-            cached = self._cache[reverse] = (key, folded._replace(net=inference_layout(folded.net)))
-        return cached[1]
-
-    def apply_folded(self, x: torch.Tensor, folded: Folded) -> tuple[torch.Tensor, torch.Tensor]:
-        """forward(x) with given folded weights; the log-det returned is the coupling's only."""
-        with _exact(x):
-            h = _conv1x1(x, *folded.mix)
-        return self.coupling(h, folded.net)
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """forward(x)'s output without the log-det, for encode."""
-        folded = self.folded(x)
-        with _exact(x):
-            h = _conv1x1(x, *folded.mix)
-        return self.coupling.transform(h, folded.net)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._init_pending():
-            x, logdet = self.norm(x)
-            x, ld = self.perm(x)
-            x, ld2 = self.coupling(x)
-            return x, logdet + ld + ld2
-        folded = self.folded(x)
-        y, logdet = self.apply_folded(x, folded)
-        return y, logdet + _batch_logdet(x.shape[2] * x.shape[3] * folded.logdet, x.shape[0])
+        x, logdet1 = self.norm(x)
+        x, logdet2 = self.perm(x)
+        x, logdet3 = self.coupling(x)
+        return x, logdet1 + logdet2 + logdet3
 
     def reverse(self, y: torch.Tensor) -> torch.Tensor:
-        folded = self.folded(y, reverse=True)
-        h = self.coupling.reverse(y, folded.net)
-        with _exact(y):
-            return _conv1x1(h, *folded.mix)
-
-
-def fold_steps(steps: Sequence[FlowStep], like: torch.Tensor, *, reverse: bool = False) -> list[Folded]:
-    """The folded weights of flow steps of one shape (a level's K steps), computed in one batch of ops.
-
-    Batching turns ~25 small operations per step (and as many autograd nodes) into ~25 per level:
-    most of what eager training otherwise spends outside the convolutions. Always in full precision.
-    """
-    kind = like.device.type
-    net_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
-    with _exact(like):
-        logs = torch.stack([s.norm.logs for s in steps]).flatten(1)  # (K, C)
-        loc = torch.stack([s.norm.loc for s in steps]).flatten(1)
-        convs = [s.perm for s in steps]
-        if all(_use_cache(c) for c in convs):  # the 1x1 convolutions keep their own (W, W⁻¹) cache
-            matrices = torch.stack([c.weights(like)[1 if reverse else 0] for c in convs])
-        else:
-            matrices = _invconv_matrices(convs, like, inverse=reverse)
-        if reverse:
-            mix_w, mix_b = matrices * torch.exp(-logs)[:, :, None], -loc
-        else:
-            scale = torch.exp(logs)
-            mix_w, mix_b = matrices * scale[:, None, :], (matrices @ (scale * loc)[:, :, None])[:, :, 0]
-        nets = _fold_nets([s.coupling.net for s in steps], net_dtype)  # networks run in autocast's dtype
-        per_pixel = (logs.sum(1) + _log_abs_dets(convs, like).to(logs)).unbind()
-        mixes = zip(mix_w.unbind(), mix_b.unbind(), strict=True)
-        return [Folded(m, n, ld) for m, n, ld in zip(mixes, nets, per_pixel, strict=True)]
+        return self.norm.reverse(self.perm.reverse(self.coupling.reverse(y)))
 
 
 class Glow(nn.Module):
@@ -185,9 +90,13 @@ class Glow(nn.Module):
                 self.latent_shapes.append((channels - channels // 2, size, size))
                 channels = channels // 2
         self.latent_shapes.append((channels, size, size))
-        # how training trades compute for activation memory: "none", "checkpoint" (recompute each step
-        # from its saved input) or "invertible" (rebuild each step's input from its output); not saved
+        # speed settings, not saved: `fast` runs the flow through `latentlab.flow.fast` (False: the layers
+        # as written); `memory_saving` is how fast training trades compute for activation memory: "none",
+        # "checkpoint" (recompute each step from its saved input) or "invertible" (rebuild each step's
+        # input from its output)
+        self.fast = True
         self.memory_saving = "none"
+        self.folded_cache = FoldedCache()  # the fast path's inference weights
         top = (1, channels, size, size)
         self.top_mean = nn.Parameter(torch.zeros(top), requires_grad=config.learn_top)
         self.top_logs = nn.Parameter(torch.zeros(top), requires_grad=config.learn_top)
@@ -210,11 +119,7 @@ class Glow(nn.Module):
     def train(self, mode: bool = True) -> Glow:
         """As nn.Module.train; entering training also drops the cached inference weights (stale soon)."""
         if mode:
-            for m in self.modules():
-                if isinstance(m, FlowStep):
-                    m._cache = {}
-                elif isinstance(m, InvConv1x1):
-                    m._cache = None
+            self.folded_cache.clear()
         return super().train(mode)
 
     @torch.no_grad()
@@ -223,70 +128,66 @@ class Glow(nn.Module):
 
         Every ActNorm, in flow order, sets its scale and bias so its output has zero mean and unit
         variance per channel on this batch. Call it once before training; it is saved in checkpoints.
+        It runs the layers as written, each ActNorm set from its input before the next one sees it.
         """
         self._check_input(x)
         norms = [m for m in self.modules() if isinstance(m, ActNorm)]
-        for m in norms:
-            m.init_pending = True
+        hooks = [m.register_forward_pre_hook(_initialize_from_input) for m in norms]
         try:
-            self._flow(x)
+            # on the fast path's activation layout: the statistics are sums whose float rounding depends
+            # on the layout, and this keeps the initial weights of a given seed what they have always been
+            self._levels(x, layout=fast.ACTIVATIONS)
         finally:
-            for m in norms:
-                m.init_pending = False
+            for hook in hooks:
+                hook.remove()
 
     def _check_input(self, x: torch.Tensor) -> None:
         size = self.config.image_size
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
             raise ConfigError(f"expected images of shape (B, 3, {size}, {size}), got {tuple(x.shape)}")
 
-    def _flow(self, x: torch.Tensor, *, with_logdet: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """x -> (standardised ε of every level, log|det ∂ε/∂x| of shape (B,), zeros without `with_logdet`)."""
-        logdet = torch.zeros(x.shape[0], device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
+    def _levels(
+        self, x: torch.Tensor, *, layout: torch.memory_format = torch.contiguous_format
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The levels as written: x -> (ε of every split, the top level's h, log|det| so far (B,)).
+
+        layout: the activations' memory layout (the same values, up to float rounding).
+        """
+        logdet = x.new_zeros(x.shape[0])
         eps_list: list[torch.Tensor] = []
         h = x
         for level, steps in enumerate(self.levels):
-            h = squeeze(h, ACTIVATIONS)
-            if with_logdet:
-                h, ld = self._run_level(steps, h)
+            h = squeeze(h).contiguous(memory_format=layout)  # (B, 4C, H/2, W/2)
+            for step in steps:
+                h, ld = step(h)
                 logdet = logdet + ld
-            else:
-                for step in steps:
-                    h = step.transform(h)
             if level < len(self.splits):
-                h, eps, ld = self.splits[level](h)
+                h, eps, ld = self.splits[level](h)  # h keeps half the channels
                 eps_list.append(eps)
                 logdet = logdet + ld
-        eps_list.append((h - self.top_mean) * torch.exp(-self.top_logs))
-        logdet = logdet - _wide(self.top_logs).sum()
-        return eps_list, logdet
+        return eps_list, h, logdet
 
-    def _run_level(self, steps: nn.ModuleList, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The K steps of one level, trading compute for activation memory as `memory_saving` says.
+    def _reverse_levels(self, h: torch.Tensor, eps_list: list[torch.Tensor], bound: Bound) -> torch.Tensor:
+        """The levels as written, in reverse: the top level's h and every split's ε -> x (B, 3, H, W)."""
+        for level in reversed(range(len(self.levels))):
+            if level < len(self.splits):
+                h = bound(self.splits[level].reverse(h, eps_list[level]))
+            for step in reversed(self.levels[level]):
+                h = bound(step.reverse(h))
+            h = unsqueeze(h)
+        return h
 
-        The plain path folds all K steps' weights at once (`fold_steps`); the memory-saving modes fold
-        step by step inside the recomputed region, so no folded copy of the weights stays alive.
+    def _flow(self, x: torch.Tensor, *, with_logdet: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """x -> (standardised ε of every level, log|det ∂ε/∂x| of shape (B,)).
+
+        Without `with_logdet` the fast path may leave the flow steps' log-dets out (encode).
         """
-        saving = self.memory_saving if self.training and torch.is_grad_enabled() else "none"
-        if any(step._init_pending() for step in steps):
-            saving = "step by step"  # data-dependent initialisation sees every layer unfolded
-        if saving == "invertible":
-            return InvertibleSteps.apply(steps, h, *trainable(steps))
-        if saving in ("checkpoint", "step by step"):
-            logdet = None
-            for step in steps:
-                if saving == "checkpoint":
-                    h, ld = torch.utils.checkpoint.checkpoint(step, h, use_reentrant=False)
-                else:
-                    h, ld = step(h)
-                logdet = ld if logdet is None else logdet + ld
-            return h, logdet
-        folded = [step.folded(h) for step in steps] if _use_cache(self) else fold_steps(steps, h)
-        per_pixel = torch.stack([f.logdet for f in folded]).sum()
-        logdet = _batch_logdet(h.shape[2] * h.shape[3] * per_pixel, h.shape[0])
-        for step, f in zip(steps, folded, strict=True):
-            h, ld = step.apply_folded(h, f)
-            logdet = logdet + ld
-        return h, logdet
+        if self.fast:
+            eps_list, h, logdet = fast.flow(self, x, with_logdet=with_logdet)
+        else:
+            eps_list, h, logdet = self._levels(x)
+        eps_list.append((h - self.top_mean) * torch.exp(-self.top_logs))
+        return eps_list, logdet - wide(self.top_logs).sum()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The training objective's core: `log_likelihood(x)` (so DDP and torch.compile wrap the model directly)."""
@@ -309,14 +210,9 @@ class Glow(nn.Module):
         bound = _saturate if saturate else _unchanged
         parts = list(self._unflatten(z))
         h = bound(self.top_mean + torch.exp(self.top_logs) * parts[-1])
-        for level in reversed(range(len(self.levels))):
-            if level < len(self.splits):
-                h = bound(self.splits[level].reverse(h, parts[level]))
-            h = h.contiguous(memory_format=ACTIVATIONS)
-            for step in reversed(self.levels[level]):
-                h = bound(step.reverse(h))
-            h = unsqueeze(h, ACTIVATIONS if level else torch.contiguous_format)
-        return h
+        if self.fast:
+            return fast.reverse_levels(self, h, parts[:-1], bound)
+        return self._reverse_levels(h, parts[:-1], bound)
 
     def _unflatten(self, z: torch.Tensor) -> Iterator[torch.Tensor]:
         start = 0
@@ -329,7 +225,7 @@ class Glow(nn.Module):
         """Exact log-density (B,) in nats of continuous images x (B, 3, H, W) in [-0.5, 0.5]."""
         self._check_input(x)
         eps_list, logdet = self._flow(x)
-        sq = sum(_wide(e).pow(2).flatten(1).sum(1) for e in eps_list)
+        sq = sum(wide(e).pow(2).flatten(1).sum(1) for e in eps_list)
         return -0.5 * (sq + self.latent_dim * LOG_2PI) + logdet
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:

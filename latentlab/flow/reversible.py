@@ -1,15 +1,18 @@
 """Memory-saving training by inversion: a level's flow steps keep only their output for backward.
 
 `Glow(..).memory_saving = "invertible"` runs each level through `InvertibleSteps`, so activation memory
-no longer grows with the depth K (BENCHMARKS.md: config B at 46% of the reference port's peak).
+no longer grows with the depth K (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+Step = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Reverse = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
 class InvertibleSteps(torch.autograd.Function):
@@ -18,17 +21,18 @@ class InvertibleSteps(torch.autograd.Function):
     Forward runs without a graph. Backward walks the steps from the last: x = step⁻¹(y) (no graph),
     then step(x) again with a graph for that one step, back-propagated at once. Activation memory is
     one step's, whatever the depth (as in Gomez et al. 2017, "The Reversible Residual Network").
-    Inputs: the steps, x, then every step's parameters (so autograd routes their gradients here).
+    Inputs: the steps, how to run one step forward, `forward(step, x) -> (y, logdet)`, and in reverse,
+    `reverse(step, y) -> x`, then x, then every step's parameters (so autograd routes their gradients here).
     """
 
     @staticmethod
-    def forward(ctx, steps: nn.ModuleList, x: torch.Tensor, *params: torch.Tensor):
-        ctx.steps = steps
+    def forward(ctx, steps: nn.ModuleList, forward: Step, reverse: Reverse, x: torch.Tensor, *params: torch.Tensor):
+        ctx.steps, ctx.step_forward, ctx.step_reverse = steps, forward, reverse
         ctx.autocast = torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type)
         logdet = None
         with torch.no_grad():
             for step in steps:
-                x, ld = step(x)
+                x, ld = forward(step, x)
                 logdet = ld if logdet is None else logdet + ld
         ctx.save_for_backward(x)
         return x, logdet
@@ -41,12 +45,12 @@ class InvertibleSteps(torch.autograd.Function):
         for i in reversed(range(len(ctx.steps))):
             step = ctx.steps[i]
             with torch.no_grad(), torch.autocast(y.device.type, dtype=dtype, enabled=enabled):
-                x = step.reverse(y)  # the coupling networks run as in forward, so this is the exact inverse
-            needs_x = i > 0 or ctx.needs_input_grad[1]
+                x = ctx.step_reverse(step, y)  # the coupling networks run as in forward, so this is the exact inverse
+            needs_x = i > 0 or ctx.needs_input_grad[3]
             x = x.detach().requires_grad_(needs_x)
             params = trainable([step])
             with torch.enable_grad(), torch.autocast(y.device.type, dtype=dtype, enabled=enabled):
-                y_again, logdet = step(x)
+                y_again, logdet = ctx.step_forward(step, x)
             outs, grad_outs = [y_again], [grad_y]
             if logdet.requires_grad:  # (an additive step's log-det is a constant)
                 outs.append(logdet)
@@ -57,7 +61,7 @@ class InvertibleSteps(torch.autograd.Function):
             grads.update(zip(params, got, strict=True))
             y = x.detach()
         param_grads = [grads[p] for p in trainable(ctx.steps)]
-        return None, grad_y if ctx.needs_input_grad[1] else None, *param_grads
+        return None, None, None, grad_y if ctx.needs_input_grad[3] else None, *param_grads
 
 
 def trainable(steps: Sequence[nn.Module]) -> list[nn.Parameter]:
