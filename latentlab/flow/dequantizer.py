@@ -23,8 +23,7 @@ from latentlab.flow.precision import exact, wide
 
 CHANNELS = 12  # the noise of a 3-channel image, squeezed: every 2x2 block of pixels as channels
 HALF = CHANNELS // 2  # each coupling updates one half from the other
-# channels-last activations, as in the flow: its networks' forward and backward take ~25% less time
-# (17-24 against 23-32 ms a batch of 16 at 32 px, 2 threads; BENCHMARKS.md)
+# channels-last activations, as in the flow: its networks' forward and backward run faster (BENCHMARKS.md)
 LAYOUT = torch.channels_last
 
 

@@ -30,7 +30,7 @@ from latentlab.flow.reversible import InvertibleSteps, trainable
 if TYPE_CHECKING:
     from latentlab.flow.glow import FlowStep, Glow
 
-# oneDNN's convolutions (and their backward) run 1.2-1.6x faster on NHWC activations at these shapes
+# oneDNN's convolutions (and their backward) run faster on NHWC activations at these shapes (BENCHMARKS.md)
 ACTIVATIONS = torch.channels_last
 
 

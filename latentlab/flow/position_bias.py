@@ -1,7 +1,7 @@
 """The position bias of the coupling networks: h += bias (1, C, H, W), fast in channels-last.
 
 Aligned faces put eyes and mouth in fixed places, so every coupling network (and split prior network)
-may learn one bias per position and hidden channel (BENCHMARKS.md: -0.010 held-out bits/dim on CelebA).
+may learn one bias per position and hidden channel (BENCHMARKS.md has what it buys on CelebA).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def add_position(h: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
 
 
 def _laid_out_like(position: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """The bias in h's memory layout and dtype: a broadcast add across layouts is ~9x slower (0.47 against
-    0.05 ms at 16x128x16x16), and a float32 bias added into bf16 activations (autocast) ~15x (2.2 against
-    0.15 ms). Either copy is of one image's worth of values, not a batch's."""
+    """The bias in h's memory layout and dtype: a broadcast add across layouts, or of a float32 bias into
+    bf16 activations (autocast), is many times slower (BENCHMARKS.md). Either copy is of one image's worth
+    of values, not a batch's."""
     if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous():
         position = position.contiguous(memory_format=torch.channels_last)
     return position.to(h.dtype)
@@ -28,8 +28,8 @@ def _laid_out_like(position: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 class _AddPosition(torch.autograd.Function):
     """In-place h += position whose backward sums the gradient over the batch as a flat (B, H·W·C) array.
 
-    Autograd's own sum over the batch of a channels-last gradient takes ~15x longer here (0.7 ms against
-    0.05 ms at 16x128x16x16): a tenth of a training step once every coupling has a position bias.
+    Autograd's own sum over the batch of a channels-last gradient is much slower (BENCHMARKS.md), a
+    sizeable part of a training step once every coupling has a position bias.
     """
 
     @staticmethod
