@@ -15,7 +15,10 @@ from latentlab.cli.common import DeviceOption, ModelOption, console, err_console
 def train(
     data: Annotated[Path | None, typer.Option(help="Folder of face images (default: the embedded toy faces).")] = None,
     preset: Annotated[
-        str, typer.Option(help="Preset in models/NAME.toml: toy32, celeba32, celeba64, celebahq256.")
+        str,
+        typer.Option(
+            help="A shipped preset (toy32, celeba32, celeba64, celebahq256), a NAME.toml in models/, or a .toml path."
+        ),
     ] = "toy32",
     out: Annotated[Path | None, typer.Option(help="Run folder (default: models/<preset>).")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step per process.")] = None,

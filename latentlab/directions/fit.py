@@ -25,6 +25,7 @@ from latentlab.directions.maths import (
     as_float64,
     check_labels,
     condition_directions,
+    finite_or_none,
     logistic_directions,
     probe_accuracy,
     scale_to_class_gap,
@@ -204,9 +205,9 @@ def fit_directions(
         neg_counts={name: int(c) for name, c in zip(names, sums.neg_counts, strict=True)},
         latent_std=spread,
         extra={
-            "probe_accuracy": {name: _number(probe.get(name)) for name in vectors},
+            "probe_accuracy": {name: finite_or_none(probe.get(name)) for name in vectors},
             "classifier_accuracy": (
-                None if method == "mean-diff" else {name: _number(classifier.get(name)) for name in vectors}
+                None if method == "mean-diff" else {name: finite_or_none(classifier.get(name)) for name in vectors}
             ),
             "skipped": {name: skipped[name] for name in names if name in skipped},
             "logistic_rows": fitted_rows,
@@ -270,8 +271,3 @@ def _second_pass(
         {names[a]: float(accuracy[i]) for i, a in enumerate(kept)},
         {names[a]: float(std[i]) for i, a in enumerate(kept)},
     )
-
-
-def _number(x: float | None) -> float | None:
-    """x, or None where it is missing or not finite (the direction file's JSON holds no NaN)."""
-    return None if x is None or not math.isfinite(x) else float(x)

@@ -306,3 +306,8 @@ def sweep_alphas(spec: str) -> list[float]:
     alphas = [start + (stop - start) * i / (count - 1) for i in range(count)]
     alphas[-1] = stop  # exact, whatever the rounding of the steps
     return alphas
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """x as a float, or None where it is missing or not finite (the JSON files hold no NaN)."""
+    return None if x is None or not math.isfinite(float(x)) else float(x)

@@ -21,16 +21,13 @@ from rich.table import Table
 
 from latentlab.data.pictures import load_font, plain_text, save_image, text_size
 from latentlab.directions.file import DirectionSet
+from latentlab.directions.maths import finite_or_none
 from latentlab.fileio import atomic_write_text
 
 _NEG = np.array([33, 102, 172], dtype=np.float64)  # cosine -1: blue
 _MID = np.array([247, 247, 247], dtype=np.float64)  # cosine 0: near white
 _POS = np.array([178, 24, 43], dtype=np.float64)  # cosine +1: red
 _NAN = (190, 190, 190)
-
-
-def _finite_or_none(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
 def report_rows(dirs: DirectionSet) -> list[dict[str, Any]]:
@@ -50,8 +47,8 @@ def report_rows(dirs: DirectionSet) -> list[dict[str, Any]]:
             "attribute": name,
             "positives": int(dirs.pos_counts[name]),
             "negatives": int(dirs.neg_counts[name]),
-            "norm": None if out else _finite_or_none(norms[name]),
-            "probe_accuracy": None if out else _finite_or_none(probe.get(name)),
+            "norm": None if out else finite_or_none(norms[name]),
+            "probe_accuracy": None if out else finite_or_none(probe.get(name)),
             "skipped": skipped.get(name, ""),
         }
         if classifier is not None:
@@ -159,7 +156,7 @@ def write_report(
     if cosine is not None:
         names = list(cosine_names or [])
         cos = np.asarray(cosine.detach().cpu() if isinstance(cosine, torch.Tensor) else cosine, dtype=np.float64)
-        matrix = [[_finite_or_none(x) for x in row] for row in cos.tolist()]
+        matrix = [[finite_or_none(x) for x in row] for row in cos.tolist()]
         doc["cosine"] = {"names": names, "matrix": matrix}
         paths["heatmap"] = stem.with_name(stem.name + "-cosine.png")
         save_image(paths["heatmap"], cosine_heatmap(cos, names))
