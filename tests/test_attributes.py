@@ -17,6 +17,7 @@ from latentlab.data.toy_faces import TOY_ATTRIBUTES
 from latentlab.directions.attribute_vectors import compute_attribute_vectors
 from latentlab.directions.file import load_directions
 from latentlab.directions.fit import fit_directions
+from latentlab.directions.probe import held_out_rows
 from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, DataError
 
 
@@ -42,19 +43,28 @@ def test_a_planted_direction_is_recovered_by_each_method(method):
     fit = fit_directions(z, labels, ["A", "B"], method=method, seed=0)
     v = fit.vectors["A"].numpy()
     assert cosine(v, u_a) > 0.9
-    assert fit.extra["probe_accuracy"]["A"] > 0.85
-    # alpha = 1 moves the negatives' mean projection to the positives'
+    assert fit.extra["probe_balanced_accuracy"]["A"] > 0.85 and fit.extra["probe_accuracy"]["A"] > 0.85
+    assert fit.extra["held_out_rows"] == 400 and fit.extra["held_out_fraction"] == 0.2
+    # alpha = 1 moves the negatives' mean projection to the positives' (over the training rows)
     unit = v / np.linalg.norm(v)
-    proj = z.astype(np.float64) @ unit
-    gap = proj[labels[:, 0] > 0].mean() - proj[labels[:, 0] < 0].mean()
+    train = ~held_out_rows(len(z), 0.2, seed=0)
+    proj, y = z[train].astype(np.float64) @ unit, labels[train, 0]
+    gap = proj[y > 0].mean() - proj[y < 0].mean()
     assert np.linalg.norm(v) == pytest.approx(gap, rel=1e-9)
     if method == "logistic":
-        assert fit.extra["classifier_accuracy"]["A"] > 0.85 and fit.extra["logistic_rows"] == 2000
+        assert fit.extra["classifier_accuracy"]["A"] > 0.85 and fit.extra["logistic_rows"] == 1600
+
+
+def training_mean_diff(z: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """In memory: the mean difference of attribute 0 over the rows `fit_directions` trains on."""
+    train = ~held_out_rows(len(z), 0.2, seed=seed)
+    z, y = z[train].astype(np.float64), labels[train, 0]
+    return z[y > 0].mean(0) - z[y < 0].mean(0)
 
 
 def test_mean_difference_is_exact_and_independent_of_chunking_and_order():
     z, labels, _, _ = planted(n=300)
-    expected = z[labels[:, 0] > 0].astype(np.float64).mean(0) - z[labels[:, 0] < 0].astype(np.float64).mean(0)
+    expected = training_mean_diff(z, labels)
     base = fit_directions(z, labels, ["A", "B"])
     np.testing.assert_allclose(base.vectors["A"].numpy(), expected, rtol=0, atol=1e-12)
     order = np.random.default_rng(1).permutation(len(z))
@@ -63,10 +73,11 @@ def test_mean_difference_is_exact_and_independent_of_chunking_and_order():
         for name in ("A", "B"):
             np.testing.assert_allclose(other.vectors[name].numpy(), base.vectors[name].numpy(), atol=1e-12)
         assert other.latent_std == pytest.approx(base.latent_std, rel=1e-9)
+    # In another order the split holds out other faces: still the exact mean difference over its training rows.
     shuffled = fit_directions(z[order], labels[order], ["A", "B"], chunk_rows=13)
-    for name in ("A", "B"):
-        np.testing.assert_allclose(shuffled.vectors[name].numpy(), base.vectors[name].numpy(), atol=1e-12)
-    assert shuffled.latent_std == pytest.approx(base.latent_std, rel=1e-9)
+    np.testing.assert_allclose(shuffled.vectors["A"].numpy(), training_mean_diff(z[order], labels[order]), atol=1e-12)
+    unit = shuffled.vectors["A"].numpy() / np.linalg.norm(shuffled.vectors["A"].numpy())
+    assert shuffled.latent_std["A"] == pytest.approx((z.astype(np.float64) @ unit).std(), rel=1e-9)  # every row
     assert base.pos_counts == {"A": int((labels[:, 0] > 0).sum()), "B": int((labels[:, 1] > 0).sum())}
 
 
@@ -83,6 +94,51 @@ def test_orthogonalised_directions_are_orthogonal_to_their_conditions(method):
         - (plain.vectors["A"] @ plain.vectors["B"]) / plain.vectors["B"].norm() ** 2 * plain.vectors["B"]
     )
     assert cosine(fit.vectors["A"], residual) > 0.99  # what is left of A once B is taken out
+
+
+@pytest.mark.parametrize("method", ["mean-diff", "logistic"])
+def test_held_out_rows_are_never_used_for_fitting(method):
+    z, labels, _, _ = planted(n=1000)
+    base = fit_directions(z, labels, ["A", "B"], method=method, orthogonal_to=["B"], seed=3)
+    held = held_out_rows(len(z), 0.2, seed=3)
+    assert base.extra["held_out_rows"] == held.sum() == 200
+    z2, labels2 = z.copy(), labels.copy()
+    rng = np.random.default_rng(9)
+    z2[held] = 10 * rng.standard_normal(z2[held].shape).astype(np.float32)
+    labels2[held] = rng.choice(np.array([-1, 1], dtype=np.int8), size=labels2[held].shape)
+    other = fit_directions(z2, labels2, ["A", "B"], method=method, orthogonal_to=["B"], seed=3)
+    for name in ("A", "B"):
+        assert torch.equal(other.vectors[name], base.vectors[name])
+    assert other.extra["probe_balanced_accuracy"]["A"] < 0.6 < base.extra["probe_balanced_accuracy"]["A"]
+
+
+def test_a_rare_attribute_with_a_useless_direction_scores_chance_not_the_majority_rate():
+    rng = np.random.default_rng(2)
+    n, d = 20000, 16
+    z = rng.standard_normal((n, d)).astype(np.float32)
+    rare = np.where(rng.random(n) < 0.05, 1, -1).astype(np.int8)  # unrelated to z: any direction is useless
+    planted_attr = rng.choice(np.array([-1, 1], dtype=np.int8), size=n)
+    z[:, 0] += 2.0 * planted_attr
+    fit = fit_directions(z, np.stack([rare, planted_attr], axis=1), ["Rare", "Planted"], seed=0)
+    extra = fit.extra
+    held = held_out_rows(n, 0.2, seed=0)
+    majority = max((rare[held] > 0).mean(), (rare[held] < 0).mean())
+    assert extra["probe_majority_rate"]["Rare"] == pytest.approx(majority) and majority > 0.9
+    assert abs(extra["probe_balanced_accuracy"]["Rare"] - 0.5) < 0.05
+    assert abs(extra["probe_accuracy"]["Rare"] - majority) < 0.05  # plain accuracy looks good, and says nothing
+    assert extra["probe_balanced_accuracy"]["Planted"] > 0.95 and extra["probe_held_out"]["Planted"] == 4000
+
+
+def test_an_attribute_without_held_out_positives_gets_no_probe_figures_and_a_reason():
+    z, labels, _, _ = planted(n=1000)
+    held = held_out_rows(len(z), 0.2, seed=0)
+    labels[held, 1] = -1
+    fit = fit_directions(z, labels, ["A", "B"])
+    assert "B" in fit.vectors and fit.extra["probe_balanced_accuracy"]["B"] is None
+    assert fit.extra["probe_accuracy"]["B"] is None and fit.extra["probe_majority_rate"]["B"] is None
+    assert "held-out split has 0 positives" in fit.extra["probe_notes"]["B"] and "A" not in fit.extra["probe_notes"]
+    with pytest.raises(ConfigError, match="held-out fraction"):
+        fit_directions(z, labels, ["A", "B"], held_out_fraction=1.0)
 
 
 def test_conditions_must_be_computed_and_not_skipped():
@@ -104,6 +160,7 @@ def test_streaming_pipeline_equals_in_memory_computation(tiny_run, toy_data, tmp
     labels = pd.read_csv(toy_data / "list_attr_celeba.csv", dtype={"image_id": str}).set_index("image_id")
     labels = labels.loc[cache.names]
     results = []
+    train = ~held_out_rows(len(z), 0.2, seed=0)
     for batch_size in (5, 64):
         result = compute_attribute_vectors(
             labels_path=toy_data / "list_attr_celeba.csv",
@@ -119,7 +176,7 @@ def test_streaming_pipeline_equals_in_memory_computation(tiny_run, toy_data, tmp
         results.append(result.directions)
         for name in TOY_ATTRIBUTES:
             y = labels[name].to_numpy()
-            expected = z[y > 0].mean(0) - z[y < 0].mean(0)
+            expected = z[train & (y > 0)].mean(0) - z[train & (y < 0)].mean(0)
             np.testing.assert_allclose(result.directions.vectors[name].numpy(), expected, atol=1e-5)
             counts = (result.directions.pos_counts[name], result.directions.neg_counts[name])
             assert counts == ((y > 0).sum(), (y < 0).sum())
@@ -156,6 +213,8 @@ def test_direction_file_and_report_hold_everything(tiny_run, toy_data, tmp_path)
     assert report["fingerprint"] == fingerprint and report["cosine"]["names"] == dirs.names
     assert all(row["classifier_accuracy"] is not None for row in report["attributes"])
     assert result.report["heatmap"].stat().st_size > 0
+    assert report["held_out_rows"] == 19 and "scored on 19 held-out faces" in report["probe"]
+    assert all(row["probe_held_out"] is not None for row in report["attributes"])
     assert pd.read_csv(result.report["csv"]).shape[0] == 3
 
 
@@ -186,7 +245,8 @@ def test_too_few_positives_are_reported_and_skipped(tiny_run, toy_data, tmp_path
         workers=1,
     )
     row = next(r for r in result.rows if r["attribute"] == "Eyeglasses")
-    assert "3 positives" in row["skipped"] and row["norm"] is None
+    assert row["positives"] == 3 and "positives" in row["skipped"] and "training split" in row["skipped"]
+    assert row["norm"] is None
     assert "Eyeglasses" not in load_directions(out).names and "Smiling" in load_directions(out).names
     assert "Eyeglasses" in load_directions(out).skipped
     with pytest.raises(DataError, match="no attribute can get a direction"):

@@ -86,7 +86,7 @@ def test_attribute_vectors_end_to_end(tiny_run, toy_data, tmp_path):
         "attribute-vectors", "--labels", labels, "--model", tiny_run, "--out", out, "--min-count", "5", "--quiet"
     )
     assert result.exit_code == 0, result.output + result.stderr
-    for name in ("Smiling", "Eyeglasses", "probe acc."):
+    for name in ("Smiling", "Eyeglasses", "balanced", "majority", "held-out faces"):
         assert name in result.output
     assert "96 labeled images" in result.output and str(out) in result.output
     for name in ("tiny.safetensors", "tiny-report.json", "tiny-report.csv", "tiny-report-cosine.png"):

@@ -27,6 +27,7 @@ from latentlab.directions.maths import (
     scale_to_class_gap,
     sweep_alphas,
 )
+from latentlab.directions.probe import held_out_rows, probe_description, probe_score
 from latentlab.directions.report import attribute_table, cosine_heatmap, report_rows, write_report
 from latentlab.errors import AttributeNameError, CheckpointError, ConfigError, DataError, OutputError
 
@@ -117,9 +118,8 @@ def test_planted_direction_is_recovered_by_mean_difference_and_probe(planted):
         stats.update(z[i : i + 300], labels[i : i + 300])
     proj = torch.stack([project(z, v[a]) for a in range(2)], dim=1)
     np.testing.assert_allclose(stats.std(), proj.std(dim=0, unbiased=False).numpy(), rtol=1e-5)
-    np.testing.assert_allclose(
-        stats.probe_accuracies(seed=0), [probe_accuracy(proj[:, a], labels[:, a], seed=0) for a in range(2)]
-    )
+    held = held_out_rows(len(z), 0.2, seed=0)
+    assert stats.probe_scores(held) == [probe_score(proj[:, a], labels[:, a], held) for a in range(2)]
     shuffled = np.random.default_rng(0).permutation(labels[:, 0])
     assert abs(probe_accuracy(project(z, v[0]), shuffled, seed=0) - 0.5) < 0.06
 
@@ -148,6 +148,36 @@ def test_best_threshold_matches_brute_force_with_ties():
         candidates = np.concatenate([[-np.inf], np.unique(proj)])
         best = max(np.mean((proj > c) == positive) for c in candidates)
         assert np.mean((proj > t) == positive) == pytest.approx(best)
+
+
+def test_held_out_rows_are_a_seeded_share():
+    mask = held_out_rows(1000, 0.2, seed=3)
+    assert mask.dtype == bool and mask.sum() == 200
+    assert np.array_equal(mask, held_out_rows(1000, 0.2, seed=3)) and not np.array_equal(mask, held_out_rows(1000, 0.2))
+    assert held_out_rows(2, 0.01).sum() == 1 and held_out_rows(2, 0.99).sum() == 1  # never none, never all
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ConfigError, match="held-out fraction"):
+            held_out_rows(10, bad)
+
+
+def test_probe_score_is_balanced_and_names_the_majority_rate():
+    rng = np.random.default_rng(6)
+    n = 20000
+    labels = np.where(rng.random(n) < 0.05, 1, -1).astype(np.int8)  # a rare attribute
+    held = held_out_rows(n, 0.2, seed=0)
+    useless = probe_score(rng.standard_normal(n), labels, held)
+    y = labels[held] > 0
+    assert useless.held_out == held.sum() and useless.majority_rate == pytest.approx(max(y.mean(), 1 - y.mean()))
+    assert abs(useless.balanced_accuracy - 0.5) < 0.05
+    planted = probe_score(3.0 * labels + rng.standard_normal(n), labels, held)
+    assert planted.balanced_accuracy > 0.99 and planted.accuracy > 0.99
+    # the wrong way round: no threshold beats answering one class (only the natural polarity counts)
+    assert probe_score(-3.0 * labels + rng.standard_normal(n), labels, held).balanced_accuracy <= 0.5
+    labels[held] = -1  # no held-out positive: no figures, a reason
+    empty = probe_score(rng.standard_normal(n), labels, held)
+    assert empty.balanced_accuracy is empty.majority_rate is empty.accuracy is None
+    assert "held-out split has 0 positives" in empty.note
+    assert "123 held-out faces" in probe_description(123) and "mean of TPR and TNR" in probe_description(None)
 
 
 def test_probe_accuracy_rejects_too_few_rows():
@@ -364,6 +394,9 @@ def test_a_fitted_set_saves_and_loads_as_the_same_set(tmp_path):
         assert loaded.vectors[name].dtype == torch.float32 and torch.equal(loaded.vectors[name], v.float())
     fitted_rows = report_rows(fitted)
     assert [r["attribute"] for r in fitted_rows] == ["Male", "Bald", "Young"] and fitted_rows[1]["norm"] is None
+    # a file from before the held-out figures reports them as None and keeps its plain accuracy
+    assert fitted_rows[0]["probe_accuracy"] == 0.9 and fitted_rows[0]["probe_balanced_accuracy"] is None
+    assert fitted_rows[0]["probe_majority_rate"] is None and fitted_rows[0]["probe_held_out"] is None
     for fitted_row, loaded_row in zip([fitted_rows[0], fitted_rows[2]], report_rows(loaded), strict=True):
         assert fitted_row == {**loaded_row, "norm": pytest.approx(loaded_row["norm"], rel=1e-6)}
 
@@ -420,7 +453,12 @@ def test_report_files_and_table(tmp_path):
         pos_counts={"Smiling": 5, "Blond_Hair": 50, "Male": 40},
         neg_counts={"Smiling": 60, "Blond_Hair": 10, "Male": 20},
         extra={
+            "probe_balanced_accuracy": {"Blond_Hair": 0.875, "Male": None},
+            "probe_majority_rate": {"Blond_Hair": 0.8, "Male": None},
             "probe_accuracy": {"Blond_Hair": 0.9, "Male": None},
+            "probe_held_out": {"Blond_Hair": 12, "Male": 11},
+            "probe_notes": {"Male": "the held-out split has 0 positives and 11 negatives; a probe needs both"},
+            "held_out_rows": 13,
             "classifier_accuracy": {"Blond_Hair": 0.95, "Male": None},
             "skipped": {"Smiling": "5 positives and 60 negatives; need at least 10 of each"},
         },
@@ -439,17 +477,29 @@ def test_report_files_and_table(tmp_path):
         "positives",
         "negatives",
         "norm",
+        "probe_balanced_accuracy",
+        "probe_majority_rate",
         "probe_accuracy",
+        "probe_held_out",
         "skipped",
+        "probe_note",
         "classifier_accuracy",
     ]
+    assert table["probe_balanced_accuracy"].iloc[1] == 0.875 and table["probe_majority_rate"].iloc[1] == 0.8
     from PIL import Image
 
     assert Image.open(paths["heatmap"]).size[0] > 100
     console = Console(width=160, record=True)
-    console.print(attribute_table(rows))
+    console.print(attribute_table(rows, held_out=13))
     text = console.export_text()
-    assert "skipped: 5 positives" in text and "0.900" in text
+    assert "skipped: 5 positives" in text and "0.875" in text and "0.800" in text and "0.900" in text
+    assert "probe: the held-out split has 0 positives" in text
+    assert (
+        probe_description(13) in " ".join(text.split())
+        and "balanced" in text
+        and "majority" in text
+        and "plain" in text
+    )
 
 
 def test_heatmap_colours_follow_the_sign():

@@ -160,7 +160,8 @@ def attribute_vectors(
         device=resolve_device(device),
         progress=not quiet,
     )
-    console.print(attribute_table(result.rows, title=f"attribute directions ({result.method})"))
+    held_out = result.directions.extra.get("held_out_rows")
+    console.print(attribute_table(result.rows, title=f"attribute directions ({result.method})", held_out=held_out))
     console.print(result.match_summary, highlight=False, soft_wrap=True)
     skipped = sum(1 for row in result.rows if row["skipped"])
     if skipped:

@@ -19,6 +19,7 @@ import torch
 from latentlab.directions.file import DirectionSet
 from latentlab.directions.fit import METHODS, fit_directions
 from latentlab.directions.maths import cosine_matrix
+from latentlab.directions.probe import DEFAULT_HELD_OUT, probe_description
 from latentlab.directions.report import report_rows, write_report
 from latentlab.errors import ConfigError, DataError, OutputError
 from latentlab.latents import DTYPES
@@ -59,6 +60,7 @@ def compute_attribute_vectors(
     min_count: int = 10,
     seed: int = 0,
     max_samples: int = 5000,
+    held_out_fraction: float = DEFAULT_HELD_OUT,
     latents: Path | None = None,
     latent_dtype: str = "float16",
     device: str | torch.device = "cpu",
@@ -70,6 +72,7 @@ def compute_attribute_vectors(
     Defaults: the last trained model; the images next to the label file; every attribute in it.
     Conditions in `orthogonal_to` are computed too. Latents go to a temporary store on disk (float16,
     under the cache folder) unless `latents` names a folder to keep them in (and to resume from).
+    A seeded random `held_out_fraction` of the faces is kept out of the fit to judge the directions.
     The report lands beside `out`: `<stem>-report.json`, `-report.csv`, `-report-cosine.png`.
     """
     from latentlab.checkpoint import load_model, resolve_model_path
@@ -126,6 +129,7 @@ def compute_attribute_vectors(
             min_count=min_count,
             seed=seed,
             max_samples=max_samples,
+            held_out_fraction=held_out_fraction,
             progress=progress,
         )
         fingerprint, used, match, summary = store.fingerprint, len(store), store.meta["match"], store.match_summary()
@@ -151,6 +155,9 @@ def compute_attribute_vectors(
         "seed": seed,
         "latent_dtype": latent_dtype,
         "logistic_rows": fit.extra["logistic_rows"],
+        "held_out_fraction": fit.extra["held_out_fraction"],
+        "held_out_rows": fit.extra["held_out_rows"],
+        "probe": probe_description(fit.extra["held_out_rows"]),
     }
     dirs = replace(fit, fingerprint=fingerprint, extra={**about, **fit.extra})
     path = dirs.save(out)

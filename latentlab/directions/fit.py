@@ -1,9 +1,10 @@
 """Fitting attribute directions in one streaming pass over an (N, D) latent array and its (N, A) labels.
 
-The latents are read in chunks (in memory, memory-mapped or `MappedRows`), so memory never grows with N:
-pass 1 streams per-attribute class sums (`AttributeSums`); the logistic method fits its classifiers on
-a bounded random subset; pass 2 projects every z on the final directions (`ProjectionStats`) for the
-probe accuracy and the spread behind --units sigma.
+The latents are read in chunks (in memory, memory-mapped or `MappedRows`), so memory never grows with N.
+A seeded random share of the rows is held out: every direction is fitted on the rest (pass 1 streams
+per-attribute class sums, `AttributeSums`; the logistic method fits its classifiers on a bounded random
+subset of the training rows); pass 2 projects every z on the final directions (`ProjectionStats`) for
+the probe (threshold fitted on training rows, scored on held-out ones) and the spread behind --units sigma.
 
 Every method gives v = u · ((mean(z | +1) - mean(z | -1)) · u) for its unit direction u, so alpha = 1
 moves an average negative's projection on u to an average positive's; for the mean difference
@@ -27,10 +28,10 @@ from latentlab.directions.maths import (
     condition_directions,
     finite_or_none,
     logistic_directions,
-    probe_accuracy,
     scale_to_class_gap,
     skipped_attributes,
 )
+from latentlab.directions.probe import DEFAULT_HELD_OUT, ProbeScore, held_out_rows, probe_score
 from latentlab.errors import ConfigError, DataError
 from latentlab.latents import latent_chunks
 from latentlab.progress import progress_bar
@@ -119,10 +120,10 @@ class ProjectionStats:
         proj, _ = self.projections()
         return proj.astype(np.float64).std(axis=0)
 
-    def probe_accuracies(self, *, seed: int = 0) -> np.ndarray:
-        """(A,) held-out accuracy of a threshold on each projection (see `probe_accuracy`)."""
+    def probe_scores(self, held_out: np.ndarray) -> list[ProbeScore]:
+        """Per direction, a threshold fitted on the rows not in `held_out` (N,) bool, scored on those in it."""
         proj, labels = self.projections()
-        return np.array([probe_accuracy(proj[:, a], labels[:, a], seed=seed) for a in range(proj.shape[1])])
+        return [probe_score(proj[:, a], labels[:, a], held_out) for a in range(proj.shape[1])]
 
 
 def fit_directions(
@@ -135,20 +136,25 @@ def fit_directions(
     min_count: int = 10,
     seed: int = 0,
     max_samples: int = 5000,
+    held_out_fraction: float = DEFAULT_HELD_OUT,
     chunk_rows: int | None = None,
     progress: bool = False,
 ) -> DirectionSet:
     """Directions for `names` from latents (N, D) (an array, memmap or `MappedRows`) and labels (N, A) int8
     in {-1, +1} (0 = unknown).
 
-    Pass 1 streams float64 sums per attribute and class (`AttributeSums`); `logistic` then fits one
-    classifier per attribute on a seeded random subset of at most `max_samples` rows. Attributes with
-    fewer than `min_count` positives or negatives are skipped with a reason. Each attribute not in
-    `orthogonal_to` loses its projection on the span of those conditions (which stay as they are).
-    Pass 2 projects every z on the final unit directions for the probe accuracy and the spread.
+    A seeded random `held_out_fraction` of the rows (`held_out_rows`) is used for nothing but the probe.
+    Pass 1 streams float64 sums per attribute and class over the training rows (`AttributeSums`);
+    `logistic` then fits one classifier per attribute on a seeded random subset of at most `max_samples`
+    training rows. Attributes with fewer than `min_count` training positives or negatives are skipped
+    with a reason. Each attribute not in `orthogonal_to` loses its projection on the span of those
+    conditions (which stay as they are). Pass 2 projects every z on the final unit directions: the
+    probe's threshold is fitted on the training rows, scored on the held-out ones; the spread is over all.
 
-    The set's vectors are float64; its counts cover every name, skipped ones included; `extra` holds
-    probe_accuracy, classifier_accuracy (None for mean-diff), skipped and logistic_rows.
+    The set's vectors are float64; its counts (all labeled rows) cover every name, skipped ones included;
+    `extra` holds probe_balanced_accuracy, probe_majority_rate, probe_accuracy (plain), probe_held_out,
+    probe_notes (why a probe has no figures), held_out_fraction, held_out_rows, classifier_accuracy
+    (None for mean-diff), skipped and logistic_rows.
     """
     names = list(names)
     if method not in METHODS:
@@ -160,13 +166,15 @@ def fit_directions(
     labels = np.asarray(labels, dtype=np.int8)
     if labels.shape != (n, len(names)):
         raise DataError(f"labels have shape {labels.shape}; expected ({n}, {len(names)}) to match the latents")
+    held = held_out_rows(n, held_out_fraction, seed=seed)
+    train_labels = np.where(held[:, None], np.int8(0), labels).astype(np.int8)  # held-out rows: unknown
 
     sums = AttributeSums(names, dim)
     with progress_bar("sums", n, enabled=progress, unit="z") as advance:
         for lo, z in latent_chunks(latents, rows=chunk_rows):
-            sums.update(z, labels[lo : lo + len(z)])
+            sums.update(z, train_labels[lo : lo + len(z)])
             advance(len(z))
-    skipped = sums.skipped(min_count)
+    skipped = {name: reason + " in the training split" for name, reason in sums.skipped(min_count).items()}
     mean_diff = sums.mean_diff()  # (A, D)
     index = {name: a for a, name in enumerate(names)}
 
@@ -178,7 +186,9 @@ def fit_directions(
             if name not in skipped:
                 units[name] = mean_diff[index[name]]
     else:
-        fitted_rows = _fit_logistic(latents, labels, names, skipped, units, classifier, seed, max_samples, min_count)
+        fitted_rows = _fit_logistic(
+            latents, train_labels, ~held, names, skipped, units, classifier, seed, max_samples, min_count
+        )
 
     for name, u in list(units.items()):
         if u.norm() == 0 or not torch.isfinite(u).all():
@@ -197,15 +207,21 @@ def fit_directions(
             if vectors[name].norm() == 0:
                 skipped[name] = "positives and negatives have the same mean along its direction"
                 del vectors[name]
-    probe, spread = _second_pass(latents, labels, names, vectors, chunk_rows=chunk_rows, seed=seed, progress=progress)
+    probe, spread = _second_pass(latents, labels, held, names, vectors, chunk_rows=chunk_rows, progress=progress)
     return DirectionSet(
         vectors=vectors,
         method=method,
-        pos_counts={name: int(c) for name, c in zip(names, sums.pos_counts, strict=True)},
-        neg_counts={name: int(c) for name, c in zip(names, sums.neg_counts, strict=True)},
+        pos_counts={name: int(c) for name, c in zip(names, (labels > 0).sum(axis=0), strict=True)},
+        neg_counts={name: int(c) for name, c in zip(names, (labels < 0).sum(axis=0), strict=True)},
         latent_std=spread,
         extra={
-            "probe_accuracy": {name: finite_or_none(probe.get(name)) for name in vectors},
+            "probe_balanced_accuracy": {name: finite_or_none(probe[name].balanced_accuracy) for name in vectors},
+            "probe_majority_rate": {name: finite_or_none(probe[name].majority_rate) for name in vectors},
+            "probe_accuracy": {name: finite_or_none(probe[name].accuracy) for name in vectors},
+            "probe_held_out": {name: probe[name].held_out for name in vectors},
+            "probe_notes": {name: probe[name].note for name in vectors if probe[name].note},
+            "held_out_fraction": float(held_out_fraction),
+            "held_out_rows": int(held.sum()),
             "classifier_accuracy": (
                 None if method == "mean-diff" else {name: finite_or_none(classifier.get(name)) for name in vectors}
             ),
@@ -218,6 +234,7 @@ def fit_directions(
 def _fit_logistic(
     latents: np.ndarray | MappedRows,
     labels: np.ndarray,
+    training: np.ndarray,
     names: list[str],
     skipped: dict[str, str],
     units: dict[str, torch.Tensor],
@@ -226,10 +243,12 @@ def _fit_logistic(
     max_samples: int,
     min_count: int,
 ) -> int:
-    """Fit a classifier per attribute not yet skipped on a random row subset; fill `units`, return the rows used."""
-    n, dim = latents.shape
-    rows = int(min(max_samples, n, max(1, LOGISTIC_MEMORY // (4 * dim))))
-    subset = np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
+    """Fit a classifier per attribute not yet skipped on a random subset of the `training` rows (N,) bool;
+    fill `units`, return the rows used."""
+    pool = np.flatnonzero(training)
+    dim = latents.shape[1]
+    rows = int(min(max_samples, pool.shape[0], max(1, LOGISTIC_MEMORY // (4 * dim))))
+    subset = np.sort(np.random.default_rng(seed).choice(pool, size=rows, replace=False))
     z = np.asarray(latents[subset], dtype=np.float32)  # (rows, D)
     todo = [a for a, name in enumerate(names) if name not in skipped]
     if not todo:
@@ -250,14 +269,14 @@ def _fit_logistic(
 def _second_pass(
     latents: np.ndarray | MappedRows,
     labels: np.ndarray,
+    held: np.ndarray,
     names: list[str],
     vectors: dict[str, torch.Tensor],
     *,
     chunk_rows: int | None,
-    seed: int,
     progress: bool,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Probe accuracy and spread of every image's projection on each final direction."""
+) -> tuple[dict[str, ProbeScore], dict[str, float]]:
+    """The probe (fitted off the `held` rows, scored on them) and the spread of every image's projection."""
     kept = [a for a, name in enumerate(names) if name in vectors]
     if not kept:
         return {}, {}
@@ -266,8 +285,8 @@ def _second_pass(
         for lo, z in latent_chunks(latents, rows=chunk_rows):
             stats.update(z, labels[lo : lo + len(z)][:, kept])
             advance(len(z))
-    accuracy, std = stats.probe_accuracies(seed=seed), stats.std()
+    scores, std = stats.probe_scores(held), stats.std()
     return (
-        {names[a]: float(accuracy[i]) for i, a in enumerate(kept)},
+        {names[a]: scores[i] for i, a in enumerate(kept)},
         {names[a]: float(std[i]) for i, a in enumerate(kept)},
     )

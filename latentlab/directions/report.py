@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from rich import box
 from rich.table import Table
 
 from latentlab.data.pictures import load_font, plain_text, save_image, text_size
 from latentlab.directions.file import DirectionSet
 from latentlab.directions.maths import finite_or_none
+from latentlab.directions.probe import probe_description
 from latentlab.fileio import atomic_write_text
 
 _NEG = np.array([33, 102, 172], dtype=np.float64)  # cosine -1: blue
@@ -33,13 +35,20 @@ _NAN = (190, 190, 190)
 def report_rows(dirs: DirectionSet) -> list[dict[str, Any]]:
     """One dict per attribute counted in `dirs`, skipped ones included with their reason.
 
-    Keys: attribute, positives, negatives, norm, probe_accuracy, skipped, and classifier_accuracy
-    where the set has classifier accuracies (the logistic method); a skipped attribute has None values.
+    Keys: attribute, positives, negatives, norm, probe_balanced_accuracy, probe_majority_rate,
+    probe_accuracy (plain), probe_held_out (labeled held-out faces), skipped, probe_note, and
+    classifier_accuracy where the set has classifier accuracies (the logistic method); a skipped
+    attribute, or a file written before these figures existed, has None values.
     """
     skipped = dirs.skipped
     norms = dirs.norms
-    probe = dirs.extra.get("probe_accuracy") or {}
-    classifier = dirs.extra.get("classifier_accuracy")
+    extra = dirs.extra
+    figures = {
+        key: extra.get(key) or {} for key in ("probe_balanced_accuracy", "probe_majority_rate", "probe_accuracy")
+    }
+    held_out = extra.get("probe_held_out") or {}
+    notes = extra.get("probe_notes") or {}
+    classifier = extra.get("classifier_accuracy")
     rows = []
     for name in dirs.pos_counts:
         out = name not in dirs.vectors
@@ -48,8 +57,10 @@ def report_rows(dirs: DirectionSet) -> list[dict[str, Any]]:
             "positives": int(dirs.pos_counts[name]),
             "negatives": int(dirs.neg_counts[name]),
             "norm": None if out else finite_or_none(norms[name]),
-            "probe_accuracy": None if out else finite_or_none(probe.get(name)),
+            **{key: None if out else finite_or_none(values.get(name)) for key, values in figures.items()},
+            "probe_held_out": None if out or held_out.get(name) is None else int(held_out[name]),
             "skipped": skipped.get(name, ""),
+            "probe_note": "" if out else str(notes.get(name, "")),
         }
         if classifier is not None:
             row["classifier_accuracy"] = classifier.get(name)
@@ -57,22 +68,34 @@ def report_rows(dirs: DirectionSet) -> list[dict[str, Any]]:
     return rows
 
 
-def attribute_table(rows: Sequence[Mapping[str, Any]], *, title: str = "attribute directions") -> Table:
-    """A rich Table of the rows: positives, negatives, |v| and held-out probe accuracy."""
-    table = Table(title=title)
-    table.add_column("attribute")
-    table.add_column("positives", justify="right")
-    table.add_column("negatives", justify="right")
+def attribute_table(
+    rows: Sequence[Mapping[str, Any]], *, title: str = "attribute directions", held_out: int | None = None
+) -> Table:
+    """A rich Table of the rows: positives, negatives, |v|, and the probe's balanced accuracy, majority
+    rate and plain accuracy on the `held_out` faces, its title saying what those figures are."""
+    table = Table(title=f"{title}\n{probe_description(held_out)}", box=box.SIMPLE_HEAD)
+    table.add_column("attribute", no_wrap=True)
+    table.add_column("pos.", justify="right")
+    table.add_column("neg.", justify="right")
     table.add_column("|v|", justify="right")
-    table.add_column("probe acc.", justify="right")
-    notes = any(row["skipped"] for row in rows)
+    table.add_column("balanced\nacc.", justify="right")
+    table.add_column("majority", justify="right")
+    table.add_column("plain\nacc.", justify="right")
+    notes = any(row["skipped"] or row.get("probe_note") for row in rows)
     if notes:
         table.add_column("note", style="yellow")
     for row in rows:
-        norm = "—" if row["norm"] is None else f"{row['norm']:.3f}"
-        acc = "—" if row["probe_accuracy"] is None else f"{row['probe_accuracy']:.3f}"
-        cells = [row["attribute"], str(row["positives"]), str(row["negatives"]), norm, acc]
-        table.add_row(*cells, *([f"skipped: {row['skipped']}" if row["skipped"] else ""] if notes else []))
+        cells = [row["attribute"], str(row["positives"]), str(row["negatives"])]
+        for key in ("norm", "probe_balanced_accuracy", "probe_majority_rate", "probe_accuracy"):
+            cells.append("—" if row.get(key) is None else f"{row[key]:.3f}")
+        note = (
+            f"skipped: {row['skipped']}"
+            if row["skipped"]
+            else f"probe: {row['probe_note']}"
+            if row.get("probe_note")
+            else ""
+        )
+        table.add_row(*cells, *([note] if notes else []))
     return table
 
 
