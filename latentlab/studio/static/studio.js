@@ -255,6 +255,7 @@ for (const type of ["dragenter", "dragover"])
 for (const type of ["dragleave", "drop"]) drop.addEventListener(type, () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
   e.preventDefault();
+  e.stopPropagation();
   upload(e.dataTransfer.files[0]);
 });
 // A photo dropped anywhere else on the page is uploaded too, instead of the browser navigating to it.
