@@ -334,6 +334,7 @@ function buildSliders(directions) {
       const started = performance.now();
       studio.lastInput = started;
       setAlpha(dir.name, Number(input.value));
+      $("sweep-attr").value = dir.name; // the sweep exports the attribute moved last
       render(started);
     });
     li.querySelector(".reset").addEventListener("click", () => {
