@@ -337,6 +337,10 @@ function buildSliders(directions) {
       $("sweep-attr").value = dir.name; // the sweep exports the attribute moved last
       render(started);
     });
+    input.addEventListener("dblclick", () => {
+      setAlpha(dir.name, 0);
+      render();
+    });
     li.querySelector(".reset").addEventListener("click", () => {
       setAlpha(dir.name, 0);
       render();
