@@ -47,6 +47,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ATTRIBUTES = 40
+VIEWPORT = {"width": 1280, "height": 900}
+HEADER = "| model | size | median ms | p90 ms | min ms | max ms | fast drag: shown / aborted |\n" + "|---" * 7 + "|"
 
 
 def build_untrained(preset: str, folder: Path) -> Path:
@@ -114,44 +116,60 @@ def drag(page, url: str, positions: int) -> dict:
     """Latencies (ms) of a slow drag that waits for each picture, and the counts of a fast drag that does not."""
     page.goto(url)
     page.wait_for_function("window.studio && window.studio.renders.length > 0", timeout=60_000)
-    slider = page.locator("#alpha-Attribute_00")
-    box = slider.bounding_box()
+    box = page.locator(".slider input").first.bounding_box()
     y = box["y"] + box["height"] / 2
-    xs = [box["x"] + box["width"] * (0.5 + 0.4 * i / positions) for i in range(positions + 3)]
+    xs = [box["x"] + box["width"] * (0.5 + 0.3 * i / positions) for i in range(positions + 3)]
     page.mouse.move(box["x"] + box["width"] / 2, y)
     page.mouse.down()
-    times = []
-    for i, x in enumerate(xs):
-        before = renders(page)
+    times: list[float] = []
+    value = "Number(document.querySelector('.slider input').value)"
+    for x in xs:
+        before, old = renders(page), page.evaluate(value)
         page.mouse.move(x, y)
+        if page.evaluate(value) == old:  # under a pixel of the slider's step: no input event
+            continue
         page.wait_for_function(
             """(n) => {
                 const r = window.studio.renders;
-                const v = Number(document.getElementById('alpha-Attribute_00').value);
-                return r.length > n && (r.at(-1).body.edits[0] || {alpha: 0}).alpha === v;
+                const v = Number(document.querySelector('.slider input').value);
+                const failed = !document.getElementById('message').hidden;
+                return failed || (r.length > n && (r.at(-1).body.edits[0] || {alpha: 0}).alpha === v);
             }""",
             arg=before,
             timeout=60_000,
         )
-        if i >= 3:  # the first few warm up the server's caches and the browser
-            times.append(page.evaluate("window.studio.renders.at(-1).ms"))
+        if page.locator("#message").is_visible():
+            raise SystemExit(f"the page reports: {page.locator('#message').inner_text()}")
+        times.append(page.evaluate("window.studio.renders.at(-1).ms"))
     page.mouse.up()
 
     shown, aborted = renders(page), page.evaluate("window.studio.aborted")
-    page.mouse.move(box["x"] + box["width"] * 0.9, y)
+    page.mouse.move(box["x"] + box["width"] * 0.8, y)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.1, y, steps=positions)
+    page.mouse.move(box["x"] + box["width"] * 0.2, y, steps=positions)
     page.mouse.up()
     page.wait_for_function(
-        """() => Number(document.getElementById('alpha-Attribute_00').value) ===
+        """() => Number(document.querySelector('.slider input').value) ===
                  (window.studio.renders.at(-1).body.edits[0] || {alpha: 0}).alpha""",
         timeout=60_000,
     )
+    times = times[3:]  # the first few warm up the server's caches and the browser
     return {
+        "size": page.evaluate("window.studio.info.image_size"),
         "times": times,
         "fast_shown": renders(page) - shown,
         "fast_aborted": page.evaluate("window.studio.aborted") - aborted,
     }
+
+
+def row(name: str, result: dict) -> str:
+    """A markdown row: the model, its image size, the drag's latency figures and the fast drag's counts."""
+    t = sorted(result["times"])
+    p90 = t[min(len(t) - 1, round(0.9 * (len(t) - 1)))]
+    return (
+        f"| {name} | {result['size']} | {statistics.median(t):.0f} | {p90:.0f} | {t[0]:.0f} | {t[-1]:.0f} "
+        f"| {result['fast_shown']} / {result['fast_aborted']} |"
+    )
 
 
 def main() -> None:
@@ -159,35 +177,37 @@ def main() -> None:
     parser.add_argument("runs", nargs="*", type=Path, help="run folders or model files (default: --preset toy32)")
     parser.add_argument("--preset", action="append", default=[], help="an untrained model of this preset's size")
     parser.add_argument("--positions", type=int, default=40, help="slider positions in the timed drag")
+    parser.add_argument("--url", help="measure a studio already running at this address instead")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
+
+    if args.url:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            print(HEADER)
+            print(row(args.url, drag(browser.new_page(viewport=VIEWPORT), args.url, args.positions)))
+            browser.close()
+        return
 
     presets = args.preset or ([] if args.runs else ["toy32"])
     with tempfile.TemporaryDirectory(prefix="studio-latency-") as tmp:
         models = [(str(run), Path(run)) for run in args.runs]
         models += [(f"untrained {p}", build_untrained(p, Path(tmp) / p)) for p in presets]
         print(f"CPU threads available: {os.cpu_count()}; torch threads in the server: its default")
-        print("| model | size | median ms | p90 ms | min ms | max ms | fast drag: shown / aborted |")
-        print("|---|---|---|---|---|---|---|")
+        print(HEADER)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for name, run in models:
                 vectors = random_directions(run, Path(tmp) / f"{run.name}-directions.safetensors")
                 process, url = serve(run, vectors)
                 try:
-                    page = browser.new_page(viewport={"width": 1280, "height": 900})
+                    page = browser.new_page(viewport=VIEWPORT)
                     result = drag(page, url, args.positions)
                     page.close()
                 finally:
                     process.terminate()
                     process.wait(timeout=30)
-                t = sorted(result["times"])
-                p90 = t[min(len(t) - 1, round(0.9 * (len(t) - 1)))]
-                size = load_model(run).config.image_size
-                print(
-                    f"| {name} | {size} | {statistics.median(t):.0f} | {p90:.0f} | {t[0]:.0f} | {t[-1]:.0f} "
-                    f"| {result['fast_shown']} / {result['fast_aborted']} |"
-                )
+                print(row(name, result))
             browser.close()
 
 

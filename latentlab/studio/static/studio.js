@@ -14,7 +14,7 @@ const state = {
 };
 
 // Read by the browser test and the latency benchmark: one entry per picture shown.
-const studio = (window.studio = { renders: [], aborted: 0, lastInput: 0 });
+const studio = (window.studio = { renders: [], aborted: 0, lastInput: 0, info: null });
 
 // ---- messages: one area, the latest message replaces the previous one --------------------------------------
 function showMessage(text, kind = "error") {
@@ -443,7 +443,7 @@ $("export").addEventListener("click", async () => {
 async function start() {
   let info;
   try {
-    info = state.info = await (await api("/api/info")).json();
+    info = state.info = studio.info = await (await api("/api/info")).json();
   } catch (err) {
     showMessage(`cannot reach the studio server: ${err.message}`);
     return;
