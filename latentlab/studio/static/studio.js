@@ -127,7 +127,8 @@ async function updateCommand(body) {
   try {
     const response = await api("/api/command", { json: body, signal: controller.signal });
     const data = await response.json();
-    $("command").textContent = data.command || data.reason || "no command reproduces this picture";
+    $("command").textContent = data.command || "no single command writes this picture";
+    $("command-note").textContent = data.reason || "";
     $("copy").disabled = !data.command;
   } catch (err) {
     if (err.name !== "AbortError") $("command").textContent = err.message;
