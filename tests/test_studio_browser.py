@@ -9,6 +9,7 @@ go through the page's file input and drop zone. Under CI=true a missing browser 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import shlex
 import shutil
@@ -56,11 +57,9 @@ def _sync_playwright():
         from playwright.sync_api import sync_playwright
     except ImportError:
         _missing("playwright (pip install playwright)")
-    for module in ("fastapi", "uvicorn", "multipart"):
-        try:
-            __import__(module)
-        except ImportError:
-            _missing(f"{module} (pip install 'latentlab[studio]')")
+    for modules in (["fastapi"], ["uvicorn"], ["python_multipart", "multipart"]):
+        if not any(importlib.util.find_spec(m) for m in modules):
+            _missing(f"{modules[0]} (pip install 'latentlab[studio]')")
     if not CHROMIUM.exists():
         _missing(f"{CHROMIUM} (apt-get install chromium)")
     return sync_playwright

@@ -159,6 +159,7 @@ function addThumb(container, id, src, label) {
   button.title = label;
   button.setAttribute("aria-pressed", "false");
   const img = document.createElement("img");
+  img.loading = "lazy";
   img.src = src;
   img.alt = label;
   button.append(img);
@@ -184,8 +185,9 @@ function selectFace(id, roundtrip = null) {
 }
 
 function showRoundtrip({ psnr, max_error }, note) {
-  const db = Number.isFinite(psnr) ? `${psnr.toFixed(1)} dB` : "∞ dB (exact)";
-  $("roundtrip").textContent = `round trip: PSNR ${db}, max error ${max_error.toFixed(4)}${note}`;
+  $("roundtrip").textContent = Number.isFinite(psnr)
+    ? `round trip: PSNR ${psnr.toFixed(1)} dB, max error ${max_error.toFixed(4)}${note}`
+    : `round trip: exact, PSNR ∞, max error 0${note}`;
 }
 
 // PSNR and max error between the two 8-bit PNGs, for faces whose error the server did not report.
@@ -239,7 +241,7 @@ async function upload(file) {
     clearMessage();
     selectFace(data.id, data);
   } catch (err) {
-    showMessage(`${file.name}: ${err.message}`);
+    showMessage(err.message.includes(file.name) ? err.message : `${file.name}: ${err.message}`);
   } finally {
     $("drop").classList.remove("busy");
     $("file").value = "";
