@@ -407,3 +407,55 @@ def test_random_bodies_never_cause_a_server_error(client, body, endpoint):
     assert answer.status_code == 200 or 400 <= answer.status_code < 500, (answer.status_code, answer.text)
     if answer.status_code != 200:
         assert isinstance(answer.json()["error"], str) and answer.json()["error"]
+
+
+# ---- the command
+
+
+def test_studio_command_serves_until_interrupted_and_removes_its_folder(tiny_run, served, monkeypatch):
+    import uvicorn
+
+    seen: dict = {}
+
+    def run(server):  # stands in for serving: note what would be served, then Ctrl-C
+        seen["port"] = server.config.port
+        seen["folder"] = Path(server.config.app.state.studio.workdir)
+        assert seen["folder"].is_dir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    result = CliRunner().invoke(cli, ["studio", "--model", str(tiny_run)])
+    assert result.exit_code == 0, result.output
+    assert f"http://127.0.0.1:{seen['port']}/" in result.output and "studio stopped" in result.output
+    assert "attribute-vectors" in result.output  # no direction file: how to make one
+    assert not seen["folder"].exists()
+
+
+def test_studio_command_takes_the_next_free_port_and_warns_on_an_open_host(tiny_run, served, monkeypatch):
+    import socket
+
+    import uvicorn
+
+    from latentlab.studio.serve import free_port
+
+    ports: list[int] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server: ports.append(server.config.port))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        taken = busy.getsockname()[1]
+        assert free_port("127.0.0.1", taken) > taken
+        args = ["studio", "--model", str(tiny_run), "--faces", str(served["faces"]), "--host", "0.0.0.0"]
+        result = CliRunner().invoke(cli, [*args, "--port", str(taken)])
+    assert result.exit_code == 0, result.output
+    assert "anyone" in result.output and ports and ports[0] != taken
+
+
+def test_studio_command_without_the_extra_says_how_to_install_it(monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith(("latentlab.studio.serve", "latentlab.studio.app"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    result = CliRunner().invoke(cli, ["studio"])
+    assert result.exit_code == 1
+    assert "pip install 'latentlab[studio]'" in result.output and len(result.output.strip().splitlines()) == 1

@@ -62,6 +62,7 @@ async def _body(request: Request, model: type[Body]) -> Body:
 def create_app(studio: Studio) -> FastAPI:
     """The app serving `studio`: GET /, /static/*, and /api/* as the module doc describes."""
     app = FastAPI(title="latentlab studio", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.studio = studio
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(RequestError)

@@ -6,11 +6,13 @@ one, removed when the server stops however it stops. Importing this module needs
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import tempfile
 import threading
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -65,4 +67,25 @@ def serve(
         if open_browser:
             threading.Timer(1.0, webbrowser.open, [url]).start()
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-        server.run()
+        with _terminate_as_interrupt():
+            server.run()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the server as Ctrl-C does, so the work folder is removed on the way out.
+
+    uvicorn shuts down on SIGTERM and then raises it again with the handler found before it ran.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
