@@ -185,7 +185,7 @@ def settled(page, attr: str) -> dict:
     return last_render(page)
 
 
-def test_dragged_slider_shows_what_the_reproduce_command_writes(page, served, tmp_path):
+def test_dragged_slider_shows_what_the_reproduce_command_writes(page, served, tmp_path, monkeypatch):
     before = shown_pixels(page)
     size = served["model"].config.image_size
     assert before.shape == (size, size, 3)
@@ -203,7 +203,7 @@ def test_dragged_slider_shows_what_the_reproduce_command_writes(page, served, tm
     command = page.locator("#command").inner_text()
     argv = shlex.split(command)
     assert argv[0] == "latentlab" and argv[1] == "manipulate", command
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, argv[1:])
     assert result.exit_code == 0, result.output
     out = Path(argv[argv.index("--out") + 1])
@@ -267,3 +267,20 @@ def test_sample_and_mix(page):
         "() => { const m = window.studio.renders.at(-1).body.mix; return m && m.t === 0.25 && m; }"
     ).json_value()
     assert render == {"face": "g1", "t": 0.25, "path": "slerp"}
+
+
+def test_downloads_the_shown_png_and_a_sweep_gif(page):
+    drag_slider(page, "Blond_Hair", 0.3)
+    settled(page, "Blond_Hair")
+    with page.expect_download() as png:
+        page.click("#download")
+    np.testing.assert_array_equal(iio.imread(png.value.path())[..., :3], shown_pixels(page))
+
+    assert page.locator("#sweep-attr").input_value() == "Blond_Hair"  # the slider moved last
+    page.fill("#sweep-n", "4")
+    with page.expect_download() as gif:
+        page.click("#export")
+    assert gif.value.suggested_filename.endswith(".gif")
+    frames = iio.imread(gif.value.path(), index=None)
+    assert frames.shape[0] == 6  # 4 alphas there and back without repeating the ends
+    assert page.locator("#message").is_hidden()
