@@ -227,6 +227,21 @@ def test_the_reproduce_command_writes_the_rendered_face(client, edits, units, tm
     np.testing.assert_array_equal(written, shown)
 
 
+def test_a_toy_gallery_face_says_how_to_make_its_file_again(tiny_run, tmp_path, served, monkeypatch):
+    """The toy gallery lives in the server's folder; the reason's toy-faces command writes the same file."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    monkeypatch.setattr("latentlab.studio.session.read_model_metadata", lambda path: {})  # no training folder
+    studio = Studio.open(tmp_path / "work", model=run, vectors=served["studio"].vectors_path)
+    answer = TestClient(create_app(studio)).post("/api/command", json={"face": "g3"}).json()
+    assert answer["command"] and str(studio.workdir) in answer["command"]
+    make = shlex.split(answer["reason"].split("`")[1])
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(cli, make[1:]).exit_code == 0
+    remade = tmp_path / answer["reason"].split(" as ")[-1]
+    assert remade.read_bytes() == studio.gallery[3].read_bytes()
+
+
 def test_no_single_command_for_mixes_and_samples_says_why(client):
     mix = client.post("/api/command", json={"face": "g0", "mix": {"face": "g1", "t": 0.3}}).json()
     assert mix["command"] is None and "latentlab interpolate" in mix["reason"]

@@ -84,6 +84,11 @@ def command(studio: Studio, request: RenderRequest) -> dict:
     reason = None
     if request.face.startswith("u"):
         reason = f"run it where your photo {face.name} is"
+    elif face.path.is_relative_to(studio.workdir):
+        reason = (
+            f"this toy face lives in the studio's temporary folder while it runs; `latentlab toy-faces toy "
+            f"--count 16 --size {studio.size} --seed 0` writes the same face as toy/img_align_celeba/{face.path.name}"
+        )
     return {"command": " ".join(shlex.quote(a) for a in argv), "reason": reason}
 
 
