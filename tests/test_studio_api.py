@@ -384,6 +384,11 @@ def test_without_a_folder_the_gallery_is_the_runs_training_images_else_toy_faces
 
 # ---- any body at all: 200 or 4xx JSON, never 5xx
 
+
+def _nested(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
@@ -391,7 +396,7 @@ JSON_VALUES = st.recursive(
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=12)
     | st.sampled_from(["g0", "g1", "g77", "s3t0.5", "u0123456789abcdef", *ATTRS, "Smilng", "file", "sigma"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    _nested,
     max_leaves=12,
 )
 EDIT = st.fixed_dictionaries(
