@@ -285,6 +285,7 @@ def test_uploads_of_every_mode_are_encoded_and_reported(client, name):
     recon = png(client.get(f"/api/face/{face['id']}/reconstruction.png"))
     assert seen.shape == recon.shape == (16, 16, 3)
     assert face["max_error"] == pytest.approx(np.abs(seen / 255 - recon / 255).max())
+    assert face["face_crop"] is False  # noise holds no face: the centre square, as plain `manipulate`
     assert render(client, face["id"]).shape == (16, 16, 3)
 
 
@@ -297,6 +298,21 @@ def test_uploads_that_are_no_image_too_big_or_malformed_are_refused(client):
     refused(client.post("/api/upload", content=b"raw bytes"), 400)
     big = photo + b"\0" * (MAX_UPLOAD + 1 - len(photo))
     refused(client.post("/api/upload", files={"file": ("big.jpg", big)}), 413, "20 MB")
+
+
+def test_an_upload_whose_face_is_found_is_reproduced_with_face_crop(client, served, monkeypatch):
+    calls = []
+    face = load_faces([list_images(served["faces"])[0]], 16)
+
+    def load(paths, size, *, face_crop=False):  # stands in for a photo in which OpenCV finds a face
+        calls.append(face_crop)
+        return face
+
+    monkeypatch.setattr("latentlab.studio.session.load_faces", load)
+    answer = client.post("/api/upload", files={"file": ("me.jpg", b"a photo with a face")}).json()
+    assert calls == [True] and answer["face_crop"]
+    argv = shlex.split(client.post("/api/command", json={"face": answer["id"]}).json()["command"])
+    assert argv[2:4] == ["me.jpg", "--face-crop"]
 
 
 def test_the_upload_name_never_becomes_a_path(client, served):

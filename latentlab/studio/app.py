@@ -127,7 +127,8 @@ def create_app(studio: Studio) -> FastAPI:
         recon = (await run_in_threadpool(studio.decode, face.z[None]))[0].double() / 255
         mse = float(((recon - seen) ** 2).mean())
         psnr = 100.0 if mse == 0 else min(100.0, -10.0 * math.log10(mse))
-        return {"id": face_id, "name": face.name, "psnr": psnr, "max_error": float((recon - seen).abs().max())}
+        error = float((recon - seen).abs().max())
+        return {"id": face_id, "name": face.name, "psnr": psnr, "max_error": error, "face_crop": face.face_crop}
 
     @app.post("/api/sample")
     async def sample(request: Request) -> dict:

@@ -75,7 +75,7 @@ def command(studio: Studio, request: RenderRequest) -> dict:
     edits = [(e.attr, e.alpha) for e in request.edits] or [(studio.dirs.names[0], 0.0)]  # alpha 0: reconstruction
     for attr, _ in edits:
         studio.dirs.vector(attr, units=cli_units(request.units))  # an unknown name fails here, as in the CLI
-    argv = ["latentlab", "manipulate", str(face.path)]
+    argv = ["latentlab", "manipulate", str(face.path), *(["--face-crop"] if face.face_crop else [])]
     for attr, alpha in edits:
         argv += ["--attr", attr, "--alpha", repr(float(alpha))]
     if request.units == "sigma":

@@ -49,6 +49,7 @@ class Face:
     image: torch.Tensor
     path: Path | None = None  # the file `manipulate` reads; None for samples
     name: str = ""
+    face_crop: bool = False  # read as `manipulate --face-crop` reads it
 
 
 class Studio:
@@ -148,12 +149,12 @@ class Studio:
         path = folder / f"{face_id}{Path(name).suffix.lower()[:8] if Path(name).suffix.isascii() else ''}"
         path.write_bytes(data)
         try:
-            image = load_faces([path], self.size)[0]
+            image, face_crop = _load_upload(path, self.size)
         except DataError as exc:
             raise DataError(str(exc).replace(str(path), name)) from None
         finally:
             path.unlink(missing_ok=True)
-        return face_id, self._keep(face_id, self._encode(image, Path(name), name))
+        return face_id, self._keep(face_id, self._encode(image, Path(name), name, face_crop=face_crop))
 
     def sample(self, seed: int, temperature: float) -> str:
         """The id of the sample decode(T·ε), ε drawn as `latentlab sample --n 1 --seed` draws it; cached."""
@@ -170,10 +171,10 @@ class Studio:
         """uint8 (3, S, S) as the model sees it (reduced to its n_bits)."""
         return model_view(self.model, image[None])[0]
 
-    def _encode(self, image: torch.Tensor, path: Path | None, name: str) -> Face:
+    def _encode(self, image: torch.Tensor, path: Path | None, name: str, *, face_crop: bool = False) -> Face:
         with self._model_lock:
             z = encode_faces(self.model, image[None])[0]
-        return Face(z, image, path, name)
+        return Face(z, image, path, name, face_crop)
 
     def _sample(self, seed: int, temperature: float) -> Face:
         gen = torch.Generator().manual_seed(seed)
@@ -188,6 +189,15 @@ class Studio:
             while len(self._faces) > CACHE_SIZE:
                 self._faces.popitem(last=False)
         return face
+
+
+def _load_upload(path: Path, size: int) -> tuple[torch.Tensor, bool]:
+    """uint8 (3, S, S) and whether the face crop gave it: the detected face when OpenCV finds one (as
+    `manipulate --face-crop`), else the centre square (as `manipulate`)."""
+    try:
+        return load_faces([path], size, face_crop=True)[0], True
+    except LatentlabError:  # no OpenCV, no face found, or no image: the plain loader says which
+        return load_faces([path], size)[0], False
 
 
 def sample_id(seed: int, temperature: float) -> str:
