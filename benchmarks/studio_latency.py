@@ -91,7 +91,8 @@ def free_port() -> int:
 def serve(run: Path, vectors: Path) -> tuple[subprocess.Popen, str]:
     """Start `latentlab studio` on a free port and wait until it answers."""
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     cmd = [sys.executable, "-m", "latentlab", "studio", "--model", str(run), "--vectors", str(vectors)]
     process = subprocess.Popen([*cmd, "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"

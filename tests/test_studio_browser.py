@@ -104,7 +104,8 @@ def served(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         latent_std=[1.0] * len(ATTRS),
     )
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     env.update(OMP_NUM_THREADS="1", LATENTLAB_MODELS=str(home / "models"))
     env.update(LATENTLAB_ATTRIBUTES=str(home / "attributes"), LATENTLAB_CACHE_DIR=str(home / "cache"))
     cmd = [sys.executable, "-m", "latentlab", "studio", "--model", str(run), "--vectors", str(vectors_path)]
