@@ -163,6 +163,8 @@ async function start() {
     $("no-directions").hidden = false;
     $("no-directions").textContent = info.hint || "No direction file: sampling and mixing still work.";
     $("export").disabled = true;
+    $("units-row").hidden = $("search").hidden = true;
+    document.querySelector(".sweep").hidden = true;
   }
   for (let i = 0; i < info.gallery; i++) addThumb($("gallery"), `g${i}`, `/api/gallery/${i}.png`, `face ${i}`);
   if (info.gallery > 0) selectFace("g0");
