@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.13.0
 $(BIN)/latentlab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_PIN)"
-	$(BIN)/pip install -q -e ".[dev,face]"
+	$(BIN)/pip install -q -e ".[dev,face,studio]"
 	touch $@
 
 install: $(BIN)/latentlab

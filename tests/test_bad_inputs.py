@@ -333,6 +333,16 @@ def loop(w: Workspace, *extra: object, out: Path | None = None) -> list:
     return [*interpolate(w, out=out), *extra]
 
 
+def studio(w: Workspace, *extra: object) -> list:
+    return ["studio", "--model", w.run, "--vectors", w.vectors, *extra]
+
+
+def _empty_folder(w: Workspace) -> Path:
+    folder = w.tmp / "empty"
+    folder.mkdir()
+    return folder
+
+
 def _check_store_labels(w: Workspace) -> None:
     meta = json.loads((w.tmp / "store" / "meta.json").read_text())
     assert meta["attributes"] == list(TOY_ATTRIBUTES) and meta["count"] == 8, meta  # no BOM in a column name
@@ -679,6 +689,12 @@ CASES = [
         ("wrote",),
         check=lambda w: Image.open(w.tmp / "n" / "loop.png").verify(),
     ),
+    # studio (every case fails before serving)
+    C("studio-model-missing", lambda w: studio(w, "--model", w.tmp / "no-run"), 1, ("no model checkpoint",)),
+    C("studio-port-0", lambda w: studio(w, "--port", "0"), 2, ("--port",)),
+    C("studio-vectors-missing", lambda w: studio(w, "--vectors", w.tmp / "nope.safetensors"), 2, ("nope.safetensors",)),
+    C("studio-faces-is-a-file", lambda w: studio(w, "--faces", w.file()), 2, ("--faces",)),
+    C("studio-faces-without-images", lambda w: studio(w, "--faces", _empty_folder(w)), 1, ("no images",)),
 ]
 
 

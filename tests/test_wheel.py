@@ -76,6 +76,7 @@ def test_wheel_installs_and_trains_from_an_unrelated_folder(tmp_path: Path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"latentlab", wheel.name.split("-py")[0] + ".dist-info"}, names
     assert {f"latentlab/presets/{p}.toml" for p in SHIPPED_PRESETS} <= set(names)
+    assert {f"latentlab/studio/static/{f}" for f in ("index.html", "studio.js", "studio.css")} <= set(names)
     assert not [n for n in names if "/tests/" in n or "/benchmarks/" in n or "/scripts/" in n]
 
     venv = _fresh_env(tmp_path, wheel, env)

@@ -59,6 +59,10 @@ def manipulate(
     show_input: Annotated[
         bool, typer.Option("--show-input", help="Also save what the model sees, as <out>_input.png.")
     ] = False,
+    bare: Annotated[
+        bool,
+        typer.Option("--bare", help="Write only the edited face, no labels, at --size (default the model's size)."),
+    ] = False,
     size: Annotated[int | None, typer.Option(min=8, max=2048, help="Pixels per face in the output.")] = None,
     fps: Annotated[float, typer.Option(min=0.1, max=50, help="Frames per second of a .gif/.mp4 sweep.")] = 6.0,
     device: DeviceOption = "auto",
@@ -76,6 +80,7 @@ def manipulate(
       latentlab manipulate a.jpg b.jpg --attr Smiling --attr Eyeglasses --sweep -1,1,7 --out sweep.png
       latentlab manipulate face.jpg --attr Smiling --sweep -2,2,9 --units sigma --out smile.gif
       latentlab manipulate photo.jpg --face-crop --show-input --attr Young --alpha 1 --model models/celeba64
+      latentlab manipulate face.jpg --attr Smiling --alpha 0.5 --bare --out face.png
     """
     from latentlab.directions.maths import sweep_alphas
     from latentlab.render.edit import pair_edits
@@ -104,6 +109,7 @@ def manipulate(
         vectors=vectors,
         face_crop=face_crop,
         show_input=show_input,
+        bare=bare,
         size=size,
         fps=fps,
         device=device,

@@ -27,6 +27,7 @@ from latentlab.render.pictures import (
     STILL_FORMATS,
     SWEEP_FORMATS,
     check_extension,
+    render_bare_edit,
     render_edit,
     render_sweep,
     save_model_view,
@@ -91,6 +92,7 @@ def manipulate(
     vectors: PathLike | None = None,
     face_crop: bool = False,
     show_input: bool = False,
+    bare: bool = False,
     size: int | None = None,
     fps: float = 6.0,
     device: str = "auto",
@@ -100,8 +102,10 @@ def manipulate(
     One edit: a still grid of each face as the model sees it, its reconstruction and the edit.
     A `Sweep`: a grid with a row per (face, attribute) and a column per alpha (.png/.jpg), or an
     animation back and forth over the alphas (.gif/.mp4/.webp). `show_input` also writes what the
-    model sees of the faces as <out>_input.png. `model` defaults to the last trained model and
-    `vectors` to the direction file that belongs to it; the directions must come from that model.
+    model sees of the faces as <out>_input.png; `bare` writes one edit as the edited faces alone,
+    at `size` px (default the model's size), as `latentlab studio` shows them. `model` defaults to
+    the last trained model and `vectors` to the direction file that belongs to it; the directions
+    must come from that model.
     """
     if isinstance(edit, Sweep):
         attrs, formats, kind = list(edit.attrs), SWEEP_FORMATS, "a sweep"
@@ -126,6 +130,9 @@ def manipulate(
             glow, images, dirs, attrs, edit.alphas, target, units=units, names=names, size=size, fps=fps
         )
         what = f"{len(faces)} face(s) x {len(attrs)} attribute(s) x {len(edit.alphas)} alphas"
+    elif bare:
+        result = render_bare_edit(glow, images, dirs, edit, target, units=units, size=size)
+        what = describe_edit(edit, units)
     else:
         result = render_edit(glow, images, dirs, edit, target, units=units, names=names, size=size)
         what = describe_edit(edit, units)

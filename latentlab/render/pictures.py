@@ -164,6 +164,42 @@ def render_edit(
     return EditOutput(out, grid.shape[:2], 1)
 
 
+def edited_faces(
+    model: Glow,
+    images: torch.Tensor,
+    dirs: DirectionSet,
+    edits: Sequence[tuple[str, float]],
+    *,
+    units: str = "raw",
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """uint8 (B, 3, S, S): each face's composed edit alone, decoded in its own batch (as the studio shows it)."""
+    z = encode_faces(model, images, batch_size=batch_size)
+    edited = edit_latents(z, dirs, [n for n, _ in edits], [a for _, a in edits], units=units)
+    return decode_images(model, edited, batch_size=batch_size)
+
+
+def render_bare_edit(
+    model: Glow,
+    images: torch.Tensor,
+    dirs: DirectionSet,
+    edits: Sequence[tuple[str, float]],
+    out: str | Path,
+    *,
+    units: str = "raw",
+    size: int | None = None,
+    batch_size: int = 32,
+) -> EditOutput:
+    """Only the edited faces, no labels: one face at `size` px (default the model's size), several in a row."""
+    out = Path(out)
+    check_extension(out, STILL_FORMATS, "an edit")
+    edited = edited_faces(model, images, dirs, edits, units=units, batch_size=batch_size)
+    cells = np.stack(_cells(edited, display_size(model.config.image_size, size, at_least=1)))
+    picture = make_grid(cells, nrow=len(cells)) if len(cells) > 1 else cells[0].transpose(1, 2, 0)
+    save_image(out, picture)
+    return EditOutput(out, picture.shape[:2], 1)
+
+
 def render_sweep(
     model: Glow,
     images: torch.Tensor,
