@@ -97,9 +97,15 @@ class Studio:
         meta = read_model_metadata(resolve_model_path(self.model_path))
         dirs = self.dirs
         probe = (dirs.extra.get("probe_accuracy") or {}) if dirs is not None else {}
+        balanced = (dirs.extra.get("probe_balanced_accuracy") or {}) if dirs is not None else {}
         spread = (dirs.latent_std or {}) if dirs is not None else {}
         directions = [
-            {"name": n, "probe_accuracy": finite_or_none(probe.get(n)), "sigma": finite_or_none(spread.get(n))}
+            {
+                "name": n,
+                "probe_accuracy": finite_or_none(probe.get(n)),
+                "probe_balanced_accuracy": finite_or_none(balanced.get(n)),
+                "sigma": finite_or_none(spread.get(n)),
+            }
             for n in (dirs.names if dirs is not None else [])
         ]
         hint = None

@@ -10,7 +10,13 @@ export function buildSliders(directions) {
     li.className = "slider";
     li.dataset.attr = dir.name;
     li.dataset.sigma = dir.sigma == null ? "" : String(dir.sigma);
-    const acc = dir.probe_accuracy == null ? "" : `probe ${(100 * dir.probe_accuracy).toFixed(0)}%`;
+    // held-out balanced accuracy where the file has it (older files: plain probe accuracy)
+    const acc =
+      dir.probe_balanced_accuracy != null
+        ? `balanced ${(100 * dir.probe_balanced_accuracy).toFixed(0)}%`
+        : dir.probe_accuracy == null
+          ? ""
+          : `probe ${(100 * dir.probe_accuracy).toFixed(0)}%`;
     li.innerHTML = `
       <div class="head">
         <label class="name"></label>
