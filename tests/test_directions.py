@@ -23,7 +23,6 @@ from latentlab.directions.maths import (
     cosine_matrix,
     logistic_directions,
     orthogonalize,
-    probe_accuracy,
     scale_to_class_gap,
     sweep_alphas,
 )
@@ -108,11 +107,12 @@ def test_planted_direction_is_recovered_by_mean_difference_and_probe(planted):
     for i in range(0, len(z), 500):
         sums.update(z[i : i + 500], labels[i : i + 500])
     v = sums.mean_diff()
+    half = held_out_rows(len(z), 0.5, seed=0)
     for a in range(2):
         assert cos(v[a], true[a]) > 0.95
-        acc = probe_accuracy(project(z, v[a]), labels[:, a], seed=0)
+        acc = probe_score(project(z, v[a]), labels[:, a], half).accuracy
         assert acc > 0.9
-        assert probe_accuracy(project(z, -v[a]), labels[:, a], seed=0) < 0.6  # polarity matters
+        assert probe_score(project(z, -v[a]), labels[:, a], half).accuracy < 0.6  # polarity matters
     stats = ProjectionStats(v)
     for i in range(0, len(z), 300):
         stats.update(z[i : i + 300], labels[i : i + 300])
@@ -121,7 +121,7 @@ def test_planted_direction_is_recovered_by_mean_difference_and_probe(planted):
     held = held_out_rows(len(z), 0.2, seed=0)
     assert stats.probe_scores(held) == [probe_score(proj[:, a], labels[:, a], held) for a in range(2)]
     shuffled = np.random.default_rng(0).permutation(labels[:, 0])
-    assert abs(probe_accuracy(project(z, v[0]), shuffled, seed=0) - 0.5) < 0.06
+    assert abs(probe_score(project(z, v[0]), shuffled, half).accuracy - 0.5) < 0.06
 
 
 def test_planted_direction_is_recovered_by_logistic_regression(planted):
@@ -180,9 +180,9 @@ def test_probe_score_is_balanced_and_names_the_majority_rate():
     assert "123 held-out faces" in probe_description(123) and "mean of TPR and TNR" in probe_description(None)
 
 
-def test_probe_accuracy_rejects_too_few_rows():
+def test_probe_rejects_mismatched_rows():
     with pytest.raises(DataError):
-        probe_accuracy(np.array([1.0]), np.array([1]))
+        probe_score(np.array([1.0, 2.0]), np.array([1]), np.array([False, True]))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -30,7 +30,6 @@ __all__ = [
     "cosine_matrix",
     "logistic_directions",
     "orthogonalize",
-    "probe_accuracy",
     "scale_to_class_gap",
     "skipped_attributes",
     "sweep_alphas",
@@ -149,39 +148,6 @@ def best_threshold(proj: np.ndarray, positive: np.ndarray) -> float:
     if i == n:
         return math.inf
     return float((p[i - 1] + p[i]) / 2)
-
-
-def probe_accuracy(
-    proj: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray,
-    *,
-    train_fraction: float = 0.5,
-    seed: int = 0,
-) -> float:
-    """Held-out accuracy of a one-threshold probe on projections `proj` (N,) with labels (N,) in {-1, +1}.
-
-    The threshold is fitted on a random `train_fraction` of the labeled rows; accuracy is measured
-    on the rest. Only the natural polarity counts (projection above threshold = positive), so a
-    direction pointing the wrong way scores below 0.5. Rows labeled 0 are ignored.
-    """
-    proj = np.asarray(proj.cpu() if isinstance(proj, torch.Tensor) else proj, dtype=np.float64).ravel()
-    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).ravel()
-    if proj.shape != labels.shape:
-        raise DataError(f"{proj.shape[0]} projections but {labels.shape[0]} labels")
-    keep = labels != 0
-    proj, positive = proj[keep], labels[keep] > 0
-    n = proj.shape[0]
-    if n < 2:
-        raise DataError(f"a probe needs at least 2 labeled examples, got {n}")
-    if not np.isfinite(proj).all():
-        raise DataError("projections contain NaN or inf")
-    if not 0.0 < train_fraction < 1.0:
-        raise ConfigError(f"train_fraction {train_fraction} must be between 0 and 1 (exclusive)")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_train = min(max(int(round(train_fraction * n)), 1), n - 1)
-    train, test = perm[:n_train], perm[n_train:]
-    t = best_threshold(proj[train], positive[train])
-    return float(np.mean((proj[test] > t) == positive[test]))
 
 
 def logistic_directions(
