@@ -302,6 +302,66 @@ def test_uploads_that_are_no_image_too_big_or_malformed_are_refused(client):
     refused(client.post("/api/upload", files={"file": ("big.jpg", big)}), 413, "20 MB")
 
 
+def asgi_call(app, path: str, content_type: bytes, messages) -> tuple[list[dict], int]:
+    """Call the app as a server would, with these body messages; what it sent back and how many it read."""
+    import asyncio
+
+    read = [0]
+    messages = iter(messages)
+
+    async def receive() -> dict:
+        read[0] += 1
+        return next(messages)
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", content_type)],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent, read[0]
+
+
+def test_an_upload_without_a_length_is_cut_off_at_the_limit(served):
+    """A chunked upload says nothing of its size up front: the server counts as it reads and stops at 20 MB."""
+    head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n\r\n'
+    chunks = [head] + [b"\0" * 2**20] * 64  # 64 MB offered, 1 MB at a time
+    messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
+    sent, read = asgi_call(create_app(served["studio"]), "/api/upload", b"multipart/form-data; boundary=x", messages)
+    assert sent[0]["status"] == 413 and b"20 MB" in sent[1]["body"]
+    assert read <= 23  # it stopped soon after the limit, not at the end of the stream
+
+
+def test_a_render_whose_page_moved_on_is_dropped_unrendered(served, monkeypatch):
+    """The page aborts a live render when a newer one starts; the server skips it instead of rendering for nobody."""
+    from latentlab.studio import renders
+
+    calls = []
+    monkeypatch.setattr(renders, "render", lambda studio, body: calls.append(body) or b"")
+    app = create_app(served["studio"])
+    body = json.dumps({"face": "g0", "edits": [], "units": "file", "mix": None}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}, {"type": "http.disconnect"}]
+    sent, _ = asgi_call(app, "/api/render", b"application/json", messages)
+    assert calls == [] and app.state.dropped_renders == 1
+    assert sent[0]["status"] == 204
+    answer = TestClient(app).post("/api/render", json={"face": "g0", "edits": [], "units": "file", "mix": None})
+    assert answer.status_code == 200 and len(calls) == 1  # a page still waiting gets its picture
+
+
 def test_an_upload_whose_face_is_found_is_reproduced_with_face_crop(client, served, monkeypatch):
     calls = []
     face = load_faces([list_images(served["faces"])[0]], 16)

@@ -2,11 +2,15 @@
 
 Every error a request can cause is a 4xx JSON {"error": "<one line>"}: a malformed or ill-typed
 body 422, a refused value (unknown attribute, image that is no image) 400, an unknown face 404, an
-upload over MAX_UPLOAD bytes 413. Work on the model runs in the thread pool, one pass at a time.
+upload over MAX_UPLOAD bytes 413 (counted as it streams in, with or without a Content-Length). Work on the
+model runs in the thread pool, one pass at a time; a live render whose page has already moved on (the
+browser aborted it for a newer one) is dropped when its turn comes, unrendered, so a fast drag never
+queues up work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from pathlib import Path
@@ -52,6 +56,28 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
+def _too_big() -> RequestError:
+    return RequestError(413, f"the upload is larger than {MAX_UPLOAD // 2**20} MB; send a smaller photo")
+
+
+async def _limited(request: Request) -> Request:
+    """The request with its body read, refused with 413 as soon as more than the upload limit has arrived."""
+    if int(request.headers.get("content-length") or 0) > MAX_UPLOAD + 64 * 1024:
+        raise _too_big()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_UPLOAD + 64 * 1024:
+            raise _too_big()
+        chunks.append(chunk)
+    body = b"".join(chunks)
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive=replay)
+
+
 async def _body(request: Request, model: type[Body]) -> Body:
     try:
         return model.model_validate_json(await request.body())
@@ -63,6 +89,8 @@ def create_app(studio: Studio) -> FastAPI:
     """The app serving `studio`: GET /, /static/*, and /api/* as the module doc describes."""
     app = FastAPI(title="latentlab studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
+    app.state.dropped_renders = 0  # live renders skipped because their page had moved on
+    render_turn = asyncio.Lock()  # live renders wait here, not in the thread pool, so a dropped one costs nothing
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(RequestError)
@@ -107,8 +135,7 @@ def create_app(studio: Studio) -> FastAPI:
 
     @app.post("/api/upload")
     async def upload(request: Request) -> dict:
-        if int(request.headers.get("content-length") or 0) > MAX_UPLOAD + 64 * 1024:
-            raise RequestError(413, f"the upload is larger than {MAX_UPLOAD // 2**20} MB; send a smaller photo")
+        request = await _limited(request)
         try:
             form = await request.form(max_files=1, max_fields=8)
         except (HTTPException, AssertionError, ValueError) as exc:
@@ -119,7 +146,7 @@ def create_app(studio: Studio) -> FastAPI:
             raise RequestError(400, "no photo in the upload; send it as the multipart field 'file'")
         data = await file.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
-            raise RequestError(413, f"the upload is larger than {MAX_UPLOAD // 2**20} MB; send a smaller photo")
+            raise _too_big()
         if not data:
             raise RequestError(400, f"{file.filename or 'the upload'} is empty (0 bytes)")
         face_id, face = await run_in_threadpool(studio.upload, data, file.filename or "upload")
@@ -138,7 +165,11 @@ def create_app(studio: Studio) -> FastAPI:
     @app.post("/api/render")
     async def render(request: Request) -> Response:
         body = await _body(request, RenderRequest)
-        return Response(await run_in_threadpool(renders.render, studio, body), media_type=PNG)
+        async with render_turn:
+            if await request.is_disconnected():
+                app.state.dropped_renders += 1
+                return Response(status_code=204)  # nobody is waiting for this picture any more
+            return Response(await run_in_threadpool(renders.render, studio, body), media_type=PNG)
 
     @app.post("/api/command")
     async def command(request: Request) -> dict:
