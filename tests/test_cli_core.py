@@ -53,7 +53,7 @@ def test_every_command_has_help_with_examples():
         assert "Example" in result.output, f"{name} --help has no examples"
 
 
-SHIPPED_PRESETS = ["celeba32", "celeba64", "celebahq256", "toy32"]
+SHIPPED_PRESETS = ["celeba32", "celeba64", "celebahq256", "glowjax64", "toy32"]
 
 
 def test_shipped_presets_are_package_data_and_all_load():
@@ -67,7 +67,7 @@ def test_shipped_presets_are_package_data_and_all_load():
     ]
     assert available_presets() == SHIPPED_PRESETS
     sizes = {name: load_preset(name).model.image_size for name in SHIPPED_PRESETS}
-    assert sizes == {"celeba32": 32, "celeba64": 64, "celebahq256": 256, "toy32": 32}
+    assert sizes == {"celeba32": 32, "celeba64": 64, "celebahq256": 256, "glowjax64": 64, "toy32": 32}
 
 
 def test_presets_in_the_models_folder_override_shipped_ones_by_name(tmp_path, monkeypatch):
@@ -86,7 +86,7 @@ def test_presets_in_the_models_folder_override_shipped_ones_by_name(tmp_path, mo
     assert load_preset("celeba64").model.width == 256  # shipped ones the folder does not name stay
 
     result = runner.invoke(app, ["train", "--preset", "tiny2"])
-    assert result.exit_code == 1 and "tiny2" in result.stderr and "celeba64, celebahq256, tiny, toy32" in result.stderr
+    assert result.exit_code == 1 and "tiny2" in result.stderr and "celeba64, celebahq256, glowjax64, tiny, toy32" in result.stderr
 
 
 def test_a_broken_preset_is_a_one_line_error(tmp_path, monkeypatch):

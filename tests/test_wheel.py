@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_PRESETS = ["celeba32", "celeba64", "celebahq256", "toy32"]
+SHIPPED_PRESETS = ["celeba32", "celeba64", "celebahq256", "glowjax64", "toy32"]
 # What a build may see of the project: the packaging files and every top-level folder that must stay out of the wheel
 PROJECT = ("pyproject.toml", "README.md", "latentlab", "tests", "benchmarks", "scripts")
 
