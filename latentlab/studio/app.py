@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import weakref
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,7 +91,9 @@ def create_app(studio: Studio) -> FastAPI:
     app = FastAPI(title="latentlab studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
     app.state.dropped_renders = 0  # live renders skipped because their page had moved on
-    render_turn = asyncio.Lock()  # live renders wait here, not in the thread pool, so a dropped one costs nothing
+    # live renders wait for their turn on the event loop, not in the thread pool, so a dropped one costs
+    # nothing; one lock per loop (a server runs one; test clients may run one per request)
+    turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(RequestError)
@@ -165,7 +168,7 @@ def create_app(studio: Studio) -> FastAPI:
     @app.post("/api/render")
     async def render(request: Request) -> Response:
         body = await _body(request, RenderRequest)
-        async with render_turn:
+        async with turns.setdefault(asyncio.get_running_loop(), asyncio.Lock()):
             if await request.is_disconnected():
                 app.state.dropped_renders += 1
                 return Response(status_code=204)  # nobody is waiting for this picture any more
