@@ -101,6 +101,10 @@ def pick_face(areas: Sequence[float], face: int | None) -> int:
     if face is None:
         return int(np.argmax(areas))
     if not 1 <= face <= len(areas):
-        count = f"{len(areas)} face" + ("s" if len(areas) > 1 else "")
-        raise DataError(f"face {face} asked for, but {count} found (numbered 1 to {len(areas)} from the left)")
+        count = (
+            "1 face found"
+            if len(areas) == 1
+            else f"{len(areas)} faces found (numbered 1 to {len(areas)} from the left)"
+        )
+        raise DataError(f"face {face} asked for, but {count}")
     return face - 1

@@ -116,8 +116,8 @@ def load_face(path: str | Path, size: int, *, face: int | None = None) -> np.nda
     try:
         aligned = align_face(im, face=face, method=method)
     except DataError as exc:
-        hint = (
-            "; use a clearer photo, or leave out --face-crop to use the centre square" if "no face" in str(exc) else ""
-        )
-        raise DataError(f"{path}: {exc} ({NAMES[method]}){hint}") from None
+        if "no face found" not in str(exc):
+            raise DataError(f"{path}: {exc}") from None
+        hint = "use a clearer photo, or leave out --face-crop to use the centre square"
+        raise DataError(f"{path}: {exc} ({NAMES[method]}); {hint}") from None
     return crop_aligned(aligned, size)
