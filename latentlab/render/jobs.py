@@ -91,6 +91,7 @@ def manipulate(
     model: PathLike | None = None,
     vectors: PathLike | None = None,
     face_crop: bool = False,
+    face: int | None = None,
     show_input: bool = False,
     bare: bool = False,
     size: int | None = None,
@@ -123,7 +124,7 @@ def manipulate(
     dirs = load_directions(vectors_path)
     dirs.check_model(model_fingerprint(glow), str(model_path))
     check_output_path(target, [*faces, vectors_path, resolve_model_path(model_path)])
-    images = load_faces(faces, glow.config.image_size, face_crop=face_crop)
+    images = load_faces(faces, glow.config.image_size, face_crop=face_crop, face=face)
     names = [Path(f).stem for f in faces]
     if isinstance(edit, Sweep):
         result = render_sweep(
@@ -155,6 +156,7 @@ def interpolate(
     size: int | None = None,
     model: PathLike | None = None,
     face_crop: bool = False,
+    face: int | None = None,
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = False,
@@ -172,7 +174,7 @@ def interpolate(
     check_extension(target, FRAME_FORMATS, "an interpolation")
     glow, model_path = _load(model, device)
     check_output_path(target, [*faces, resolve_model_path(model_path)])
-    images = load_faces(faces, glow.config.image_size, face_crop=face_crop)
+    images = load_faces(faces, glow.config.image_size, face_crop=face_crop, face=face)
     with progress_bar("interpolate", len(faces) * frames, enabled=progress, unit="frame") as advance:
         return write_interpolation(
             glow,
