@@ -119,17 +119,9 @@ def manipulate_folder(
     jobs = list(zip(photos, output_names(folder, photos, target), strict=True))
     with progress_bar("manipulate", len(jobs), enabled=progress, unit="photo") as advance:
         for start in range(0, len(jobs), batch_size):
-            batch = []
-            for photo, dest in jobs[start : start + batch_size]:
-                reason = _refused(dest, inputs, seen)
-                if reason is None:
-                    try:
-                        batch.append((photo, dest, load_faces([photo], glow.config.image_size, face_crop=face_crop)))
-                    except (DataError, OSError) as exc:  # a ConfigError (no OpenCV) stops the job
-                        reason = str(exc)
-                if reason is not None:
-                    failed.append(Failure(photo, reason))
-                seen.add(dest.resolve())
+            batch = _read_batch(
+                jobs[start : start + batch_size], glow.config.image_size, face_crop, inputs, seen, failed
+            )
             if batch:
                 images = torch.cat([img for _, _, img in batch])
                 z = encode_faces(glow, images, batch_size=batch_size)
@@ -180,6 +172,29 @@ def _writer(
             save_image(dest, upscale(np.ascontiguousarray(face.permute(1, 2, 0).numpy()), side))
 
     return faces
+
+
+def _read_batch(
+    jobs: Sequence[tuple[Path, Path]],
+    size: int,
+    face_crop: bool,
+    inputs: set[Path],
+    seen: set[Path],
+    failed: list[Failure],
+) -> list[tuple[Path, Path, torch.Tensor]]:
+    """(photo, output, uint8 (1, 3, S, S)) for each photo that loads and may be written; the others go to `failed`."""
+    batch = []
+    for photo, dest in jobs:
+        reason = _refused(dest, inputs, seen)
+        if reason is None:
+            try:
+                batch.append((photo, dest, load_faces([photo], size, face_crop=face_crop)))
+            except (DataError, OSError) as exc:  # a ConfigError (no OpenCV: every photo would fail) stops the job
+                reason = str(exc)
+        if reason is not None:
+            failed.append(Failure(photo, reason))
+        seen.add(dest.resolve())
+    return batch
 
 
 def _write_batch(
