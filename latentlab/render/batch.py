@@ -109,7 +109,7 @@ def manipulate_folder(
     mask, where = levels_mask(glow.latent_shapes, levels)
     what = describe_edit(edit, units) if not isinstance(edit, Sweep) else f"{', '.join(attrs)} sweeps"
     what += f" at {where}" if where else ""
-    write = _writer(glow, dirs, edit, units=units, grid=grid, size=size, mask=mask, label=what)
+    write = _writer(glow, dirs, edit, units=units, grid=grid, size=size, mask=mask, label=what, where=where)
 
     inputs = {p.resolve() for p in photos}
     failed: list[Failure] = []
@@ -146,6 +146,7 @@ def _writer(
     size: int | None,
     mask: torch.Tensor | None,
     label: str,
+    where: str,
 ) -> Writer:
     """The function that renders and writes a batch of photos for this kind of edit."""
     if isinstance(edit, Sweep):
@@ -153,7 +154,7 @@ def _writer(
         def sweeps(images: torch.Tensor, z: torch.Tensor, dests: Sequence[Path]) -> None:
             for i, dest in enumerate(dests):
                 one = {"units": units, "size": size, "z": z[i : i + 1], "mask": mask}
-                render_sweep(model, images[i : i + 1], dirs, list(edit.attrs), edit.alphas, dest, **one)
+                render_sweep(model, images[i : i + 1], dirs, list(edit.attrs), edit.alphas, dest, where=where, **one)
 
         return sweeps
     if grid:

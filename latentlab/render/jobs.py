@@ -147,7 +147,9 @@ def manipulate(
     fit = FitReport(tuple(fit_images(glow, images, z, [Path(f).name for f in faces])), model_reference(model_path))
     common = {"units": units, "size": size, "z": z, "mask": mask}
     if isinstance(edit, Sweep):
-        result = render_sweep(glow, images, dirs, attrs, edit.alphas, target, names=names, fps=fps, **common)
+        result = render_sweep(
+            glow, images, dirs, attrs, edit.alphas, target, names=names, fps=fps, where=where, **common
+        )
         what = f"{len(faces)} face(s) x {len(attrs)} attribute(s) x {len(edit.alphas)} alphas"
     elif bare:
         result = render_bare_edit(glow, images, dirs, edit, target, **common)

@@ -230,8 +230,10 @@ def render_sweep(
     batch_size: int = 32,
     z: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    where: str = "",
 ) -> EditOutput:
-    """Each face moved along each attribute over `alphas` (`z` and `mask` as in `render_edit`).
+    """Each face moved along each attribute over `alphas` (`z` and `mask` as in `render_edit`; `where`, e.g.
+    "level 3 (4x4)", follows each attribute's name).
 
     .png/.jpg: a grid, one row per (face, attribute): the input as the model sees it, then one
     column per alpha. .gif/.mp4/.webp: an animation going back and forth over the alphas, each
@@ -256,7 +258,8 @@ def render_sweep(
         for b in range(n_faces):
             for a, attr in enumerate(attrs):
                 rows.append([seen[b], *_cells(decoded[b, a], cell)])
-                labels.append(attr if face_names is None else f"{face_names[b]}: {attr}")
+                shown = f"{attr} at {where}" if where else attr
+                labels.append(shown if face_names is None else f"{face_names[b]}: {shown}")
         cols = ["input", *(f"{format_alpha(x)}{tag}" for x in alphas)]
         grid = label_grid(rows, labels, cols)
         save_image(out, grid)
@@ -265,7 +268,9 @@ def render_sweep(
     with writer:
         for s in order:
             rows = [[seen[b], *_cells(decoded[b, :, s], cell)] for b in range(n_faces)]
-            grid = label_grid(rows, _row_labels(names, n_faces), ["input", *attrs])
+            grid = label_grid(
+                rows, _row_labels(names, n_faces), ["input", *(f"{a} at {where}" if where else a for a in attrs)]
+            )
             frame = add_caption(grid, f"alpha {format_alpha(alphas[s])}{tag}")
             writer.append(frame)
     return EditOutput(out, frame.shape[:2], len(order))
