@@ -64,7 +64,9 @@ def manipulate(
     ] = "raw",
     out: Annotated[
         Path | None,
-        typer.Option(help=".png/.jpg (a sweep also .gif/.mp4/.webp); default <face>_<Attr>_<alpha>.png here."),
+        typer.Option(
+            help=".png/.jpg (a sweep also .gif/.mp4/.webp), a folder for a folder; default <face>_<Attr>_<alpha>.png."
+        ),
     ] = None,
     model: RenderModelOption = None,
     vectors: Annotated[
