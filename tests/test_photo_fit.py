@@ -137,3 +137,15 @@ def test_encode_reports_a_sample(run, toy_data, tmp_path):
     assert "12 sampled images: bits/dim median" in result.stdout and "held-out" in result.stdout
     again = runner.invoke(app, [*args, "--fit-sample", "0"])
     assert again.exit_code == 0 and "already encoded" in again.stdout and "bits/dim" not in again.stdout
+
+
+def test_many_photos_get_a_summary_and_the_outliers_not_a_line_each(capsys):
+    from latentlab.cli.photo_fit import print_fit
+
+    ref = Reference(2.0, "held-out")
+    images = tuple(ImageFit(f"p{i:02d}.jpg", 1.9 + (2.0 if i >= 8 else 0.0) + i / 100, 120.0) for i in range(20))
+    print_fit(FitReport(images, ref))
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1 and "20 photos: bits/dim median" in out and "held-out" in out
+    assert "12 of 20 photos" in err and "p19.jpg" in err and "and 2 more" in err
+    assert "p08.jpg" not in err and "p07.jpg" not in err  # the 10 highest are named; p07 is not far
