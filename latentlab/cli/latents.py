@@ -47,17 +47,25 @@ def encode(
     device: DeviceOption = "auto",
     force: Annotated[bool, typer.Option(help="Start over in --out even if it holds other latents.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    fit_sample: Annotated[
+        int, typer.Option(min=0, help="Report bits/dim of this many images, spread over the folder (0: none).")
+    ] = 128,
 ) -> None:
     """Encode a folder of faces into a memory-mapped latent store (latents.npy, ids.json, meta.json).
 
-    Interrupted runs continue where they stopped when rerun with the same options.
+    Interrupted runs continue where they stopped when rerun with the same options. Then the
+    bits/dim and reconstruction PSNR of a sample of the images are printed beside the model's
+    held-out bits/dim, with a warning for images far outside the faces the model knows.
 
     Examples:
       latentlab encode --data img_align_celeba/ --out latents/celeba64
       latentlab encode --labels list_attr_celeba.csv --model models/celeba64 --dtype float32
     """
     from latentlab.checkpoint import load_model
-    from latentlab.latents import default_image_folder, encode_to_store, store_progress
+    from latentlab.cli.photo_fit import print_fit
+    from latentlab.latents import default_image_folder, store_progress
+    from latentlab.latents.encode import encode_and_fit
+    from latentlab.latents.likelihood import model_reference
     from latentlab.paths import model_or_last, run_name
     from latentlab.train.devices import resolve_device
 
@@ -68,10 +76,12 @@ def encode(
     target = out if out is not None else Path("latents") / run_name(model_path)
     glow = load_model(model_path, device=resolve_device(device))
     try:
-        store = encode_to_store(
+        store, fit = encode_and_fit(
             glow,
             folder,
             target,
+            sample=fit_sample,
+            reference=model_reference(model_path),
             dtype=dtype.value,
             batch_size=batch_size,
             labels=labels,
@@ -94,6 +104,8 @@ def encode(
     console.print(f"latents: {store.path / 'latents.npy'} ({shape})", highlight=False, soft_wrap=True)
     if labels is not None:
         console.print(store.match_summary(), highlight=False, soft_wrap=True)
+    if fit is not None:
+        print_fit(fit, what="sampled image" if len(fit.images) < len(store) else "image")
 
 
 @handles_errors

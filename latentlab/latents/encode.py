@@ -25,6 +25,7 @@ from latentlab.data.mapped_rows import MappedRows
 from latentlab.errors import ConfigError, DataError, LatentlabError, OutputError
 from latentlab.fileio import atomic_write_text
 from latentlab.flow.glow import Glow, evaluating
+from latentlab.latents.likelihood import FitReport, Reference, fit_images
 from latentlab.latents.store import (
     DTYPES,
     FORMAT,
@@ -44,6 +45,7 @@ from latentlab.latents.store import (
 from latentlab.progress import progress_bar
 
 CHECKPOINT_EVERY = 8  # batches between progress records (fsync + meta.json)
+FIT_SAMPLE = 128  # images whose bits/dim `encode` reports by default
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -115,6 +117,48 @@ def encode_to_store(
     Rerunning with the same model, images, labels, limit and dtype continues an interrupted run; a
     finished store is returned as it is. A store made with anything else is refused unless `force`.
     """
+    options = {"dtype": dtype, "batch_size": batch_size, "labels": labels, "limit": limit, "force": force}
+    store, _, _ = _encode_store(
+        model, folder, out_dir, progress=progress, workers=workers, model_name=model_name, **options
+    )
+    return store
+
+
+def encode_and_fit(
+    model: Glow, folder: Path, out_dir: Path, *, sample: int = FIT_SAMPLE, reference: Reference | None = None, **options
+) -> tuple[LatentStore, FitReport | None]:
+    """`encode_to_store` (same `options`), then the bits/dim and reconstruction PSNR of `sample` of its images.
+
+    The sample is spread evenly over the store (all of it when smaller) and encoded again in the model's
+    own precision, so the write path keeps its speed whatever the folder's size. `sample=0`: no figures.
+    """
+    store, cache, rows = _encode_store(model, folder, out_dir, **options)
+    if sample < 1 or len(store) == 0:
+        return store, None
+    picks = np.unique(np.linspace(0, len(store) - 1, min(sample, len(store))).round().astype(np.int64))
+    cache_rows = picks if rows is None else np.asarray(rows)[picks]
+    batch = int(options.get("batch_size", 64))
+    z = torch.cat([z for _, z in encode_images(model, cache, rows=cache_rows, batch_size=batch, progress=False)])
+    images = torch.from_numpy(np.ascontiguousarray(MappedRows(cache.path / IMAGES_FILE)[cache_rows]))
+    fits = fit_images(model, images, z, [store.ids[i] for i in picks], batch_size=batch)
+    return store, FitReport(tuple(fits), reference)
+
+
+def _encode_store(
+    model: Glow,
+    folder: Path,
+    out_dir: Path,
+    *,
+    dtype: str = "float16",
+    batch_size: int = 64,
+    labels: Path | pd.DataFrame | None = None,
+    limit: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+    workers: int = 2,
+    model_name: str | None = None,
+) -> tuple[LatentStore, ImageCache, np.ndarray | None]:
+    """`encode_to_store`, also returning the image cache and the cache rows encoded (None: all, in order)."""
     from latentlab.checkpoint import model_fingerprint
 
     if dtype not in DTYPES:
@@ -165,7 +209,8 @@ def encode_to_store(
             array.sync()
             _finish(out_dir, meta)
     store = open_store(out_dir)
-    return LatentStore(store.path, store.latents, store.ids, store.labels, store.meta, start, len(ids) - start)
+    opened = LatentStore(store.path, store.latents, store.ids, store.labels, store.meta, start, len(ids) - start)
+    return opened, cache, rows
 
 
 def _select_rows(

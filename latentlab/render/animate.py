@@ -22,6 +22,7 @@ import torch
 from latentlab.data.pictures import to_hwc, upscale
 from latentlab.errors import ConfigError, OutputError
 from latentlab.flow.glow import Glow
+from latentlab.latents.likelihood import FitReport
 from latentlab.render.faces import decode_batches, display_size, encode_faces
 from latentlab.render.interpolation import METHODS, loop_frames, path_latents
 from latentlab.render.video import MAX_PNG_FRAMES, FrameWriter
@@ -37,13 +38,14 @@ def interpolation_frames(
     method: str = "slerp",
     size: int | None = None,
     batch_size: int = 32,
+    mask: torch.Tensor | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the loop's frames, uint8 (H, W, 3) at `size` px, decoding `batch_size` latents at a time.
 
-    keys (K, D) latents of the key faces, schedule as from `loop_frames`.
+    keys (K, D) latents of the key faces, schedule as from `loop_frames`; `mask` as in `path_latents`.
     """
     side = display_size(model.config.image_size, size, at_least=MIN_VIEW)
-    for z in path_latents(keys, schedule, method=method, batch_size=batch_size):
+    for z in path_latents(keys, schedule, method=method, batch_size=batch_size, mask=mask):
         for images in decode_batches(model, z, batch_size=batch_size):
             for frame in to_hwc(images):
                 yield upscale(frame, side)
@@ -57,6 +59,7 @@ class AnimationOutput:
     frames: int
     size: tuple[int, int]
     fps: float
+    fit: FitReport | None = None  # the key faces' figures, when the job computed them
 
     @property
     def seconds(self) -> float:
@@ -75,10 +78,14 @@ def write_interpolation(
     size: int | None = None,
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
+    z: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> AnimationOutput:
     """Write a seamless loop through uint8 faces (K, 3, S, S), K >= 2, to .mp4, .gif, .webp or a .png strip.
 
-    `progress(n)` is called after every n frames written (for a progress bar).
+    `progress(n)` is called after every n frames written (for a progress bar). `z` (K, D) are the faces'
+    latents when the caller has them (else they are encoded here); `mask` (D,) bool moves only those values
+    of the latent, the others staying the first face's (see `path_latents`).
     """
     out = Path(out)
     if images.shape[0] < 2:
@@ -94,10 +101,14 @@ def write_interpolation(
             f"{len(schedule)} frames are too many for a PNG strip (at most {MAX_PNG_FRAMES}); "
             "lower --frames or write .mp4 or .gif"
         )
-    keys = encode_faces(model, images, batch_size=batch_size).cpu()  # the path in float64 on the CPU (MPS has none)
+    keys = encode_faces(model, images, batch_size=batch_size) if z is None else z
+    keys = keys.cpu()  # the path in float64 on the CPU (MPS has none)
     shape: tuple[int, int] = (0, 0)
     with writer:
-        for frame in interpolation_frames(model, keys, schedule, method=method, size=size, batch_size=batch_size):
+        frames_iter = interpolation_frames(
+            model, keys, schedule, method=method, size=size, batch_size=batch_size, mask=mask
+        )
+        for frame in frames_iter:
             writer.append(frame)
             shape = frame.shape[:2]
             if progress is not None:

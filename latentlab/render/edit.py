@@ -21,6 +21,7 @@ import torch
 from latentlab.directions.file import DirectionSet
 from latentlab.directions.maths import apply_edits, check_alpha
 from latentlab.errors import ConfigError
+from latentlab.render.levels import keep_outside
 
 
 def pair_edits(attrs: Sequence[str], alphas: Sequence[float]) -> list[tuple[str, float]]:
@@ -41,22 +42,41 @@ def pair_edits(attrs: Sequence[str], alphas: Sequence[float]) -> list[tuple[str,
 
 
 def edit_latents(
-    z: torch.Tensor, dirs: DirectionSet, attrs: Sequence[str], alphas: Sequence[float], *, units: str = "raw"
+    z: torch.Tensor,
+    dirs: DirectionSet,
+    attrs: Sequence[str],
+    alphas: Sequence[float],
+    *,
+    units: str = "raw",
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """z (B, D) + Σ alphas[i]·v(attrs[i]) with v in `units` ("raw" or "sigma", see the module doc)."""
+    """z (B, D) + Σ alphas[i]·v(attrs[i]) with v in `units` ("raw" or "sigma", see the module doc).
+
+    `mask` (D,) bool restricts the edit to those values (`levels.level_mask`): the others stay z's, bit for bit.
+    """
     vectors = [dirs.vector(name, units=units) for name in attrs]
-    return apply_edits(z, vectors, alphas)
+    return keep_outside(z, apply_edits(z, vectors, alphas), mask)
 
 
 def sweep_latents(
-    z: torch.Tensor, dirs: DirectionSet, attrs: Sequence[str], alphas: Sequence[float], *, units: str = "raw"
+    z: torch.Tensor,
+    dirs: DirectionSet,
+    attrs: Sequence[str],
+    alphas: Sequence[float],
+    *,
+    units: str = "raw",
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, A, S, D): face b moved along attribute a by alphas[s] (z (B, D), A attributes, S alphas)."""
+    """(B, A, S, D): face b moved along attribute a by alphas[s] (z (B, D), A attributes, S alphas).
+
+    `mask` (D,) bool restricts every move to those values, as in `edit_latents`.
+    """
     alpha = torch.tensor([check_alpha(a) for a in alphas], dtype=z.dtype, device=z.device)
     vectors = torch.stack([dirs.vector(name, units=units) for name in attrs]).to(dtype=z.dtype, device=z.device)
     if vectors.shape[1] != z.shape[1]:
         raise ConfigError(f"directions have {vectors.shape[1]} values but the latents {z.shape[1]}")
-    return z[:, None, None, :] + alpha[None, None, :, None] * vectors[None, :, None, :]
+    base = z[:, None, None, :]
+    return keep_outside(base, base + alpha[None, None, :, None] * vectors[None, :, None, :], mask)
 
 
 def format_alpha(alpha: float) -> str:

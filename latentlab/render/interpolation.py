@@ -116,10 +116,13 @@ def path_latents(
     *,
     method: str = "slerp",
     batch_size: int = 64,
+    mask: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the path's latents in batches of at most `batch_size` rows (B, D), in schedule order.
 
     keys (K, D). Only one batch exists at a time, so memory does not grow with the frame count.
+    `mask` (D,) bool moves only those values (the path runs between the keys' masked parts); the others
+    stay the first key's throughout, bit for bit.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown path {method!r}; choose one of {', '.join(METHODS)}")
@@ -129,6 +132,7 @@ def path_latents(
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     interp = slerp if method == "slerp" else lerp
     k = keys.shape[0]
+    moving = keys if mask is None else keys[:, mask.to(keys.device)]
     for start in range(0, len(schedule), batch_size):
         chunk = schedule[start : start + batch_size]
         seg = torch.tensor([s for s, _ in chunk], dtype=torch.long, device=keys.device)
@@ -137,4 +141,10 @@ def path_latents(
         t = torch.tensor([w for _, w in chunk], dtype=torch.float64)
         if not torch.isfinite(t).all():
             raise ConfigError("a schedule weight is NaN or inf")
-        yield interp(keys[seg], keys[(seg + 1) % k], t)
+        path = interp(moving[seg], moving[(seg + 1) % k], t)
+        if mask is None:
+            yield path
+        else:
+            frames = keys[0].expand(len(chunk), -1).clone()
+            frames[:, mask.to(keys.device)] = path
+            yield frames

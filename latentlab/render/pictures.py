@@ -143,22 +143,27 @@ def render_edit(
     names: Sequence[str] | None = None,
     size: int | None = None,
     batch_size: int = 32,
+    z: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    label: str | None = None,
 ) -> EditOutput:
     """One row per face: the input as the model sees it, its reconstruction, and the composed edit.
 
     images uint8 (B, 3, S, S); `names` label the rows (default: none for one face). Writes a PNG/JPEG.
+    `z` (B, D) are the faces' latents when the caller has them already (else they are encoded here);
+    `mask` restricts the edit to some levels (see `edit_latents`), `label` then names the edit's column.
     """
     out = Path(out)
     check_extension(out, STILL_FORMATS, "an edit")
     attrs, alphas = [n for n, _ in edits], [a for _, a in edits]
-    z = encode_faces(model, images, batch_size=batch_size)
-    both = torch.cat([z, edit_latents(z, dirs, attrs, alphas, units=units)])
+    z = encode_faces(model, images, batch_size=batch_size) if z is None else z
+    both = torch.cat([z, edit_latents(z, dirs, attrs, alphas, units=units, mask=mask)])
     decoded = decode_images(model, both, batch_size=batch_size)
     recon, edited = decoded[: len(z)], decoded[len(z) :]
     cell = display_size(model.config.image_size, size, at_least=MIN_CELL)
     seen = _cells(model_view(model, images), cell)
     rows = [[s, r, e] for s, r, e in zip(seen, _cells(recon, cell), _cells(edited, cell), strict=True)]
-    cols = ["input (as the model sees it)", "reconstruction", describe_edit(edits, units)]
+    cols = ["input (as the model sees it)", "reconstruction", label or describe_edit(edits, units)]
     grid = label_grid(rows, _row_labels(names, len(rows)), cols)
     save_image(out, grid)
     return EditOutput(out, grid.shape[:2], 1)
@@ -172,10 +177,15 @@ def edited_faces(
     *,
     units: str = "raw",
     batch_size: int = 32,
+    z: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """uint8 (B, 3, S, S): each face's composed edit alone, decoded in its own batch (as the studio shows it)."""
-    z = encode_faces(model, images, batch_size=batch_size)
-    edited = edit_latents(z, dirs, [n for n, _ in edits], [a for _, a in edits], units=units)
+    """uint8 (B, 3, S, S): each face's composed edit alone, decoded in its own batch (as the studio shows it).
+
+    `z` and `mask` as in `render_edit`.
+    """
+    z = encode_faces(model, images, batch_size=batch_size) if z is None else z
+    edited = edit_latents(z, dirs, [n for n, _ in edits], [a for _, a in edits], units=units, mask=mask)
     return decode_images(model, edited, batch_size=batch_size)
 
 
@@ -189,11 +199,16 @@ def render_bare_edit(
     units: str = "raw",
     size: int | None = None,
     batch_size: int = 32,
+    z: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> EditOutput:
-    """Only the edited faces, no labels: one face at `size` px (default the model's size), several in a row."""
+    """Only the edited faces, no labels: one face at `size` px (default the model's size), several in a row.
+
+    `z` and `mask` as in `render_edit`.
+    """
     out = Path(out)
     check_extension(out, STILL_FORMATS, "an edit")
-    edited = edited_faces(model, images, dirs, edits, units=units, batch_size=batch_size)
+    edited = edited_faces(model, images, dirs, edits, units=units, batch_size=batch_size, z=z, mask=mask)
     cells = np.stack(_cells(edited, display_size(model.config.image_size, size, at_least=1)))
     picture = make_grid(cells, nrow=len(cells)) if len(cells) > 1 else cells[0].transpose(1, 2, 0)
     save_image(out, picture)
@@ -213,8 +228,12 @@ def render_sweep(
     size: int | None = None,
     fps: float = 6.0,
     batch_size: int = 32,
+    z: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    where: str = "",
 ) -> EditOutput:
-    """Each face moved along each attribute over `alphas`.
+    """Each face moved along each attribute over `alphas` (`z` and `mask` as in `render_edit`; `where`, e.g.
+    "level 3 (4x4)", follows each attribute's name).
 
     .png/.jpg: a grid, one row per (face, attribute): the input as the model sees it, then one
     column per alpha. .gif/.mp4/.webp: an animation going back and forth over the alphas, each
@@ -225,8 +244,8 @@ def render_sweep(
     writer = None if suffix in STILL_FORMATS else FrameWriter(out, fps=fps)  # checks fps before the work
     for name in attrs:
         dirs.vector(name, units=units)  # unknown names and missing spreads fail before any decoding
-    z = encode_faces(model, images, batch_size=batch_size)
-    zs = sweep_latents(z, dirs, attrs, alphas, units=units)  # (B, A, S, D)
+    z = encode_faces(model, images, batch_size=batch_size) if z is None else z
+    zs = sweep_latents(z, dirs, attrs, alphas, units=units, mask=mask)  # (B, A, S, D)
     n_faces, n_attrs, n_alphas = zs.shape[:3]
     decoded = decode_images(model, zs.reshape(-1, zs.shape[-1]), batch_size=batch_size)
     decoded = decoded.reshape(n_faces, n_attrs, n_alphas, *decoded.shape[1:])
@@ -239,7 +258,8 @@ def render_sweep(
         for b in range(n_faces):
             for a, attr in enumerate(attrs):
                 rows.append([seen[b], *_cells(decoded[b, a], cell)])
-                labels.append(attr if face_names is None else f"{face_names[b]}: {attr}")
+                shown = f"{attr} at {where}" if where else attr
+                labels.append(shown if face_names is None else f"{face_names[b]}: {shown}")
         cols = ["input", *(f"{format_alpha(x)}{tag}" for x in alphas)]
         grid = label_grid(rows, labels, cols)
         save_image(out, grid)
@@ -248,7 +268,9 @@ def render_sweep(
     with writer:
         for s in order:
             rows = [[seen[b], *_cells(decoded[b, :, s], cell)] for b in range(n_faces)]
-            grid = label_grid(rows, _row_labels(names, n_faces), ["input", *attrs])
+            grid = label_grid(
+                rows, _row_labels(names, n_faces), ["input", *(f"{a} at {where}" if where else a for a in attrs)]
+            )
             frame = add_caption(grid, f"alpha {format_alpha(alphas[s])}{tag}")
             writer.append(frame)
     return EditOutput(out, frame.shape[:2], len(order))
