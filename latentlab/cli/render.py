@@ -140,7 +140,7 @@ def manipulate(
         if bare and grid:
             raise fail("--bare and --grid exclude each other: a folder gets the bare faces unless --grid", 2)
         if face is not None:
-            raise fail("--face N picks a face in one photo; for a folder use --face-crop (each photo's largest face)", 2)
+            raise fail("--face N picks a face in one photo; a folder takes --face-crop (each photo's largest face)", 2)
         folder_options = {"units": units, "model": model, "vectors": vectors, "face_crop": face_crop, "size": size}
         _edit_folder(
             faces,
