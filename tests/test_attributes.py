@@ -298,4 +298,42 @@ def test_labels_matching_no_image_and_bad_options_are_errors(tiny_run, toy_data,
     with pytest.raises(DataError, match="does not exist"):
         compute_attribute_vectors(labels_path=tmp_path / "missing.csv", model_path=tiny_run)
     with pytest.raises(ConfigError, match="unknown method"):
-        compute_attribute_vectors(labels_path=labels, method="pca")
+        compute_attribute_vectors(labels_path=labels, method="lda")
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 0.95, 1.0, float("nan"), "half"])
+def test_a_held_out_fraction_outside_0_to_0_9_is_refused(fraction):
+    z, labels, _, _ = planted(n=200)
+    with pytest.raises(ConfigError, match="must be 0 \\(no probe\\) or between 0 and 0.9|is not a number"):
+        fit_directions(z, labels, ["A", "B"], held_out_fraction=fraction)
+
+
+def test_the_held_out_fraction_sets_the_split_and_0_fits_every_face_without_a_probe():
+    z, labels, u_a, _ = planted()
+    half = fit_directions(z, labels, ["A", "B"], held_out_fraction=0.5)
+    assert half.extra["held_out_rows"] == 1000 and half.extra["probe_held_out"]["A"] == 1000
+    everything = fit_directions(z, labels, ["A", "B"], held_out_fraction=0.0)
+    assert everything.extra["held_out_rows"] == 0 and everything.extra["held_out_fraction"] == 0.0
+    assert everything.extra["probe_balanced_accuracy"]["A"] is None
+    assert "no faces were held out" in everything.extra["probe_notes"]["A"]
+    y = labels[:, 0]
+    np.testing.assert_allclose(everything.vectors["A"].numpy(), z[y > 0].mean(0) - z[y < 0].mean(0), atol=1e-5)
+    assert cosine(everything.vectors["A"], u_a) > 0.9
+
+
+def test_held_out_fraction_option_of_the_command(tiny_run, toy_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from latentlab.cli.app import app
+
+    out = tmp_path / "d.safetensors"
+    args = ["attribute-vectors", "--labels", toy_data / "list_attr_celeba.csv", "--model", tiny_run, "--quiet"]
+    args = [str(a) for a in (*args, "--attrs", "Smiling,Male", "--min-count", "5", "--out", out)]
+    bad = CliRunner().invoke(app, [*args, "--held-out-fraction", "0.95"])
+    assert bad.exit_code == 1 and "between 0 and 0.9" in bad.stderr and "Traceback" not in bad.output + bad.stderr
+    assert not out.exists()
+    for fraction, probe in (("0.5", "scored on 48 held-out faces"), ("0", "no faces were held out")):
+        result = CliRunner().invoke(app, [*args, "--held-out-fraction", fraction])
+        assert result.exit_code == 0, result.output + result.stderr
+        assert probe in json.loads(out.with_name("d-report.json").read_text())["probe"]
+    assert load_directions(out).extra["held_out_rows"] == 0

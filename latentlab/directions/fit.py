@@ -31,7 +31,13 @@ from latentlab.directions.maths import (
     scale_to_class_gap,
     skipped_attributes,
 )
-from latentlab.directions.probe import DEFAULT_HELD_OUT, ProbeScore, held_out_rows, probe_score
+from latentlab.directions.probe import (
+    DEFAULT_HELD_OUT,
+    ProbeScore,
+    check_held_out_fraction,
+    held_out_rows,
+    probe_score,
+)
 from latentlab.errors import ConfigError, DataError
 from latentlab.latents import latent_chunks
 from latentlab.progress import progress_bar
@@ -143,7 +149,8 @@ def fit_directions(
     """Directions for `names` from latents (N, D) (an array, memmap or `MappedRows`) and labels (N, A) int8
     in {-1, +1} (0 = unknown).
 
-    A seeded random `held_out_fraction` of the rows (`held_out_rows`) is used for nothing but the probe.
+    A seeded random `held_out_fraction` of the rows (`held_out_rows`) is used for nothing but the probe
+    (0: every row is fitted and no probe is made).
     Pass 1 streams float64 sums per attribute and class over the training rows (`AttributeSums`);
     `logistic` then fits one classifier per attribute on a seeded random subset of at most `max_samples`
     training rows. Attributes with fewer than `min_count` training positives or negatives are skipped
@@ -157,6 +164,7 @@ def fit_directions(
     (None for mean-diff), skipped and logistic_rows.
     """
     names = list(names)
+    held_out_fraction = check_held_out_fraction(held_out_fraction)
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose {' or '.join(METHODS)}")
     missing = [c for c in orthogonal_to if c not in names]
