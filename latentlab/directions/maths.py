@@ -131,18 +131,25 @@ def scale_to_class_gap(u: torch.Tensor, mean_diff: torch.Tensor) -> torch.Tensor
     return unit * (mean_diff @ unit)
 
 
-def best_threshold(proj: np.ndarray, positive: np.ndarray) -> float:
-    """The threshold t maximising accuracy of `proj > t` -> positive, in O(N log N)."""
+def best_threshold(proj: np.ndarray, positive: np.ndarray, *, balanced: bool = False) -> float:
+    """The threshold t maximising the accuracy of `proj > t` -> positive, in O(N log N).
+
+    With `balanced`, t maximises the balanced accuracy (mean of the true-positive and true-negative
+    rates) instead, so a rare class is not given up for the commoner one's sake.
+    """
     order = np.argsort(proj, kind="stable")
     p, y = proj[order], positive[order]
     n = p.shape[0]
     # Split i predicts negative for p[:i], positive for p[i:].
     neg_below = np.concatenate([[0], np.cumsum(~y)])
     pos_above = np.concatenate([np.cumsum(y[::-1])[::-1], [0]])
-    correct = neg_below + pos_above  # (n + 1,)
+    if balanced:
+        correct = neg_below / max(int((~y).sum()), 1) + pos_above / max(int(y.sum()), 1)  # (n + 1,)
+    else:
+        correct = (neg_below + pos_above).astype(np.float64)  # (n + 1,)
     valid = np.ones(n + 1, dtype=bool)
     valid[1:n] = p[1:] > p[:-1]  # no split between equal projections
-    i = int(np.argmax(np.where(valid, correct, -1)))
+    i = int(np.argmax(np.where(valid, correct, -1.0)))
     if i == 0:
         return -math.inf
     if i == n:

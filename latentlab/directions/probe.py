@@ -71,8 +71,9 @@ class ProbeScore:
 def probe_score(proj: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, held_out: np.ndarray) -> ProbeScore:
     """Fit a threshold on the training rows' projections (N,), score it on the `held_out` rows (N,) bool.
 
-    The threshold maximises plain accuracy on the training rows; only the natural polarity counts
-    (above the threshold = positive). Rows labeled 0 are ignored.
+    The threshold maximises the balanced accuracy on the training rows (the figure it is judged by:
+    maximising plain accuracy would give up a rare class); only the natural polarity counts (above the
+    threshold = positive). Rows labeled 0 are ignored.
     """
     proj = np.asarray(proj.cpu() if isinstance(proj, torch.Tensor) else proj, dtype=np.float64).ravel()
     labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).ravel()
@@ -92,7 +93,7 @@ def probe_score(proj: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarr
         if pos == 0 or pos == y.shape[0]:
             note = f"the {split} split has {pos} positives and {y.shape[0] - pos} negatives; a probe needs both"
             return ProbeScore(None, None, None, n_test, note)
-    predicted = proj[test] > best_threshold(proj[train], y_train)
+    predicted = proj[test] > best_threshold(proj[train], y_train, balanced=True)
     tpr, tnr = predicted[y_test].mean(), (~predicted[~y_test]).mean()
     majority = max(int(y_test.sum()), n_test - int(y_test.sum())) / n_test
     return ProbeScore(float((tpr + tnr) / 2), float(majority), float((predicted == y_test).mean()), n_test)
@@ -104,6 +105,6 @@ def probe_description(held_out: int | None) -> str:
         return "probe: none (no faces were held out: every face was used to fit the directions)"
     faces = "held-out faces" if held_out is None else f"{held_out} held-out faces"
     return (
-        f"probe: threshold fitted on the training split, scored on {faces}; "
+        f"probe: threshold fitted on the training split (for balanced accuracy), scored on {faces}; "
         "balanced accuracy = mean of TPR and TNR; majority = always answering the commoner class"
     )
