@@ -336,3 +336,47 @@ def test_held_out_fraction_option_of_the_command(tiny_run, toy_data, tmp_path):
         assert result.exit_code == 0, result.output + result.stderr
         assert probe in json.loads(out.with_name("d-report.json").read_text())["probe"]
     assert load_directions(out).extra["held_out_rows"] == 0
+
+
+def sparse_planted(n: int = 2000, d: int = 1024, seed: int = 0):
+    """A rare attribute (10%) that moves only 8 of d coordinates: much of the mean difference is noise."""
+    rng = np.random.default_rng(seed)
+    y = np.where(rng.random(n) < 0.1, 1, -1).astype(np.int8)
+    u = np.zeros(d)
+    u[:8] = 1 / np.sqrt(8)
+    z = rng.standard_normal((n, d)) + 2.5 * (y[:, None] > 0) * u
+    return z.astype(np.float32), y[:, None], u
+
+
+def test_stderr_of_the_streamed_sums_equals_the_in_memory_one():
+    from latentlab.directions.sums import AttributeSums
+
+    z, labels, _, _ = planted(n=500, d=6)
+    sums = AttributeSums(["A", "B"], 6)
+    for lo in range(0, 500, 77):
+        sums.update(z[lo : lo + 77], labels[lo : lo + 77])
+    for a in range(2):
+        pos, neg = z[labels[:, a] > 0].astype(np.float64), z[labels[:, a] < 0].astype(np.float64)
+        expected = np.sqrt(pos.var(0) / len(pos) + neg.var(0) / len(neg))
+        np.testing.assert_allclose(sums.stderr()[a].numpy(), expected, rtol=1e-9)
+
+
+def test_shrinking_the_mean_difference_removes_its_noise():
+    from latentlab.directions.maths import shrink_mean_diff
+
+    m, se = torch.tensor([3.0, -3.0, 0.5, -0.2]), torch.tensor([1.0, 1.0, 1.0, 0.1])
+    assert shrink_mean_diff(m, se, 1.5).tolist() == pytest.approx([1.5, -1.5, 0.0, -0.05])
+    assert torch.equal(shrink_mean_diff(m, se, 0.0), m)
+    with pytest.raises(ConfigError, match="shrink -1"):
+        shrink_mean_diff(m, se, -1)
+    z, labels, u = sparse_planted()
+    plain = fit_directions(z, labels, ["Rare"], seed=0)
+    shrunk = fit_directions(z, labels, ["Rare"], method="mean-diff-shrunk", seed=0)
+    assert shrunk.method == "mean-diff-shrunk" and shrunk.extra["shrink"] == 1.5 and plain.extra["shrink"] is None
+    assert cosine(plain.vectors["Rare"], u) < 0.8 < 0.9 < cosine(shrunk.vectors["Rare"], u)
+    assert shrunk.extra["probe_balanced_accuracy"]["Rare"] > plain.extra["probe_balanced_accuracy"]["Rare"] + 0.05
+    # the alpha convention holds: |v| is the class gap along v over the training rows
+    v = shrunk.vectors["Rare"].numpy()
+    train = ~held_out_rows(len(z), 0.2, seed=0)
+    proj, y = z[train].astype(np.float64) @ (v / np.linalg.norm(v)), labels[train, 0]
+    assert np.linalg.norm(v) == pytest.approx(proj[y > 0].mean() - proj[y < 0].mean(), rel=1e-9)

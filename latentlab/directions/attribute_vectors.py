@@ -7,6 +7,7 @@ every attribute in it. Latents go to a float16 store on disk between the two pas
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ import torch
 
 from latentlab.directions.file import DirectionSet
 from latentlab.directions.fit import METHODS, fit_directions
-from latentlab.directions.maths import cosine_matrix
+from latentlab.directions.maths import DEFAULT_SHRINK, cosine_matrix
 from latentlab.directions.pca import DEFAULT_COMPONENTS, principal_directions
 from latentlab.directions.probe import DEFAULT_HELD_OUT, check_held_out_fraction, probe_description
 from latentlab.directions.report import report_rows, write_report
@@ -59,6 +60,7 @@ def compute_attribute_vectors(
     attrs: Sequence[str] | None = None,
     method: str = "mean-diff",
     orthogonal_to: Sequence[str] = (),
+    shrink: float = DEFAULT_SHRINK,
     limit: int | None = None,
     batch_size: int = 64,
     min_count: int = 10,
@@ -79,8 +81,9 @@ def compute_attribute_vectors(
     Conditions in `orthogonal_to` are computed too. Latents go to a temporary store on disk (float16,
     under the cache folder) unless `latents` names a folder to keep them in (and to resume from).
     A seeded random `held_out_fraction` of the faces is kept out of the fit to judge the directions
-    (0: none, and no probe). "pca" needs no labels (then `images` is required and every image is used);
-    with labels it encodes the labeled images and reports which attribute each component tracks.
+    (0: none, and no probe). `shrink` (standard errors) is for method "mean-diff-shrunk". "pca" needs
+    no labels (then `images` is required and every image is used); with labels it encodes the labeled
+    images and reports which attribute each component tracks.
     The report lands beside `out`: `<stem>-report.json`, `-report.csv`, `-report-cosine.png` (not for pca).
     """
     from latentlab.checkpoint import load_model, resolve_model_path
@@ -97,6 +100,7 @@ def compute_attribute_vectors(
         max_samples=max_samples,
         latent_dtype=latent_dtype,
         components=components,
+        shrink=shrink,
     )
     held_out_fraction = check_held_out_fraction(held_out_fraction)
     pca = method == "pca"
@@ -150,6 +154,7 @@ def compute_attribute_vectors(
                 names,
                 method=method,
                 orthogonal_to=conditions,
+                shrink=shrink,
                 min_count=min_count,
                 seed=seed,
                 max_samples=max_samples,
@@ -184,6 +189,7 @@ def compute_attribute_vectors(
     else:
         about |= {
             "min_count": min_count,
+            "shrink": fit.extra["shrink"],
             "logistic_rows": fit.extra["logistic_rows"],
             "held_out_fraction": fit.extra["held_out_fraction"],
             "held_out_rows": fit.extra["held_out_rows"],
@@ -240,11 +246,14 @@ def _check_options(
     max_samples: int,
     latent_dtype: str,
     components: int,
+    shrink: float,
 ) -> None:
     if method not in ALL_METHODS:
         raise ConfigError(f"unknown method {method!r}; choose {', '.join(ALL_METHODS)}")
     if components < 1:
         raise ConfigError(f"components {components} must be at least 1")
+    if not (math.isfinite(shrink) and shrink >= 0):
+        raise ConfigError(f"shrink {shrink} must be a finite number of standard errors, 0 or more")
     if min_count < 2:
         raise ConfigError(f"min count {min_count} must be at least 2 (a probe needs a positive and a negative)")
     if limit is not None and limit < 1:
