@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--latents", type=Path, default=Path("latents/direction-probes"))
     parser.add_argument("--attrs", default="Smiling,Male,Blond_Hair,Eyeglasses,Young")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names from VARIANTS")
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="names from VARIANTS, separated by ;")
     args = parser.parse_args()
 
     attrs = args.attrs.split(",")
@@ -68,7 +68,7 @@ def main() -> None:
     header = "| variant | " + " | ".join(attrs) + " |"
     print(header + "\n|" + "---|" * (len(attrs) + 1))
     majority = None
-    for variant in args.variants.split(","):
+    for variant in args.variants.split(";"):
         options = VARIANTS[variant]
         runs = []
         for seed in seeds:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from latentlab.cli.app import app
 from latentlab.directions.attribute_vectors import compute_attribute_vectors
 from latentlab.directions.file import load_directions
-from latentlab.directions.pca import component_names, pca_batch_rows, principal_directions
+from latentlab.directions.pca import component_names, principal_directions, subspace_size
 from latentlab.directions.report import component_table
 from latentlab.errors import ConfigError, DataError
 
@@ -45,7 +45,26 @@ def test_streamed_pca_recovers_the_planted_directions(batch_rows):
     assert ratio == sorted(ratio, reverse=True) and all(0 < r <= 1 for r in ratio) and sum(ratio) <= 1
     # the total variance is 16 + 4 + 48 (unit noise in every dimension): pc1 holds about 17/68 of it
     assert ratio[0] == pytest.approx(17 / 68, rel=0.1)
-    assert dirs.extra["pca_rows"] == 2000 and dirs.extra["pca_batch_rows"] == min(batch_rows, 2000)
+    assert dirs.extra["pca_rows"] == 2000 and dirs.extra["pca_subspace"] == 48  # min(D, K + 90)
+
+
+def test_streamed_components_equal_an_exact_svd_on_a_nearly_flat_spectrum():
+    """Glow latents are nearly isotropic: the components must still match the exact ones."""
+    rng = np.random.default_rng(3)
+    n, d = 600, 200
+    scales = np.linspace(1.6, 1.0, d)  # a slowly falling spectrum, no dominant direction
+    z = rng.standard_normal((n, d)) * scales + 0.5
+    dirs = principal_directions(z, components=5, batch_rows=64)
+    zc = z - z.mean(0)
+    _, s, vt = np.linalg.svd(zc, full_matrices=False)
+    exact = s**2 / (n - 1)
+    for k in range(5):
+        assert abs(cosine(dirs.vectors[f"pc{k + 1}"], vt[k])) > 0.99
+        assert dirs.extra["explained_variance"][f"pc{k + 1}"] == pytest.approx(exact[k], rel=1e-4)
+    assert dirs.extra["total_variance"] == pytest.approx(exact.sum(), rel=1e-9)
+    again = principal_directions(z, components=5, batch_rows=600)
+    for pc in dirs.names:  # the sign is fixed: the largest coordinate is positive
+        assert cosine(dirs.vectors[pc], again.vectors[pc]) > 0.99
 
 
 def test_alpha_and_sigma_units_of_a_component():
@@ -88,7 +107,7 @@ def test_too_few_faces_or_too_many_components_are_errors():
     with pytest.raises(DataError, match="labels have shape"):
         principal_directions(z, components=2, labels=np.ones((49, 1)), names=["A"])
     assert component_names(3) == ["pc1", "pc2", "pc3"]
-    assert pca_batch_rows(10, 3072) == 256 and pca_batch_rows(200, 12288) == 682 and pca_batch_rows(10, 10**8) == 20
+    assert subspace_size(10, 3072) == 100 and subspace_size(200, 12288) == 400 and subspace_size(10, 48) == 48
 
 
 def test_the_direction_file_round_trips_and_the_report_lists_the_variance(tmp_path):

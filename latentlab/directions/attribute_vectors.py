@@ -145,7 +145,7 @@ def compute_attribute_vectors(
         label_array = None if table is None else store.labels[names].to_numpy(dtype=np.int8)
         if pca:
             fit = principal_directions(
-                store.latents, components=components, labels=label_array, names=names, progress=progress
+                store.latents, components=components, labels=label_array, names=names, seed=seed, progress=progress
             )
         else:
             fit = fit_directions(
@@ -185,7 +185,12 @@ def compute_attribute_vectors(
         "latent_dtype": latent_dtype,
     }
     if pca:
-        about |= {"components": components, "pca_batch_rows": fit.extra["pca_batch_rows"], "probe": PCA_NOTE}
+        about |= {
+            "components": components,
+            "pca_subspace": fit.extra["pca_subspace"],
+            "pca_power_iterations": fit.extra["pca_power_iterations"],
+            "probe": PCA_NOTE,
+        }
     else:
         about |= {
             "min_count": min_count,

@@ -1,19 +1,23 @@
-"""Directions without labels: the leading principal components of encoded faces, in two streaming passes.
+"""Directions without labels: the leading principal components of encoded faces, streamed.
 
-Pass 1 feeds scikit-learn's IncrementalPCA batch by batch, so memory is O((K + batch) · D) whatever the
-number of faces N. Pass 2 projects every face on the K components (an (N, K) array, small) for the
-spread behind --units sigma, the alpha scale and, when labels are given, which attribute each tracks.
+The components come from randomized subspace iteration (Halko, Martinsson and Tropp, 2011) run as
+passes over the latents: a pass for the mean and total variance, `power_iterations` passes that each
+multiply an orthonormal (D, l) block by the covariance (sum over batches of Bᵀ(B·Q), B centred), a
+Rayleigh-Ritz pass, and a pass projecting every face on the K components. Memory is O(D · l + batch · D)
+whatever the number of faces N; the (N, K) projections are small. scikit-learn's IncrementalPCA, which
+truncates to K after every batch, lost much of the top components on Glow latents, whose spectrum is
+nearly flat (ε ~ N(0, I) under the model); BENCHMARKS.md has the comparison with an exact SVD.
 
 Alpha means for a component what it means for an attribute: split the faces at their mean along pc_k
 into "above" (the positives) and "below" (the negatives); the stored vector is the gap between the two
 halves' mean projections, so alpha = 1 moves an average face below the mean to an average face above
 it. For a Gaussian spread that gap is 2·sqrt(2/pi)·σ, about 1.6σ: alpha = ±1 is a clear, in-range edit.
-A component's sign is the SVD's (arbitrary but deterministic): a sweep shows both ends.
+A component's sign is fixed so that its largest coordinate is positive (arbitrary, but deterministic).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,10 +28,11 @@ from latentlab.errors import ConfigError, DataError
 from latentlab.latents import latent_chunks
 from latentlab.progress import progress_bar
 
-__all__ = ["DEFAULT_COMPONENTS", "PCA_BATCH_BYTES", "component_names", "pca_batch_rows", "principal_directions"]
+__all__ = ["DEFAULT_COMPONENTS", "POWER_ITERATIONS", "component_names", "principal_directions", "subspace_size"]
 
 DEFAULT_COMPONENTS = 10
-PCA_BATCH_BYTES = 2**26  # float64 rows per IncrementalPCA step: 64 MiB (its SVD holds about three such)
+POWER_ITERATIONS = 8  # passes multiplying the block by the covariance
+OVERSAMPLING = 90  # extra columns in the block: the nearly flat spectrum needs many to converge in few passes
 
 
 def component_names(k: int) -> list[str]:
@@ -35,27 +40,17 @@ def component_names(k: int) -> list[str]:
     return [f"pc{i + 1}" for i in range(k)]
 
 
-def pca_batch_rows(components: int, dim: int, *, budget: int = PCA_BATCH_BYTES) -> int:
-    """Rows per IncrementalPCA step: 256 or 10·K, within `budget` bytes of float64, never under 2·K.
-
-    Each step is an SVD of (K + rows, D), so the whole pass costs about N · rows · D: small steps are
-    cheaper, and rows well above K keep what each truncation drops small.
-    """
-    return max(2 * components, min(max(256, 10 * components), budget // (8 * max(dim, 1))))
+def subspace_size(components: int, dim: int) -> int:
+    """Columns l of the iterated block: K + OVERSAMPLING (at least 2·K), at most D."""
+    return min(dim, max(components + OVERSAMPLING, 2 * components))
 
 
-def _batches(latents: np.ndarray | MappedRows, rows: int, minimum: int) -> Iterator[np.ndarray]:
-    """float64 (rows, D) blocks of the latents; the last is merged into the one before if under `minimum`."""
-    n = latents.shape[0]
-    starts = list(range(0, n, rows))
-    if len(starts) > 1 and n - starts[-1] < minimum:
-        starts.pop()
-    for i, lo in enumerate(starts):
-        hi = starts[i + 1] if i + 1 < len(starts) else n
-        block = np.asarray(latents[lo:hi], dtype=np.float64)
+def _chunks(latents: np.ndarray | MappedRows, rows: int | None) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, float64 tensor of the rows) over the latents, refusing NaN or inf."""
+    for lo, block in latent_chunks(latents, rows=rows):
         if not np.isfinite(block).all():
             raise DataError("latents contain NaN or inf; the model or the images are broken")
-        yield block
+        yield lo, torch.from_numpy(block)
 
 
 def principal_directions(
@@ -64,55 +59,79 @@ def principal_directions(
     components: int = DEFAULT_COMPONENTS,
     labels: np.ndarray | None = None,
     names: Sequence[str] = (),
+    power_iterations: int = POWER_ITERATIONS,
+    seed: int = 0,
     batch_rows: int | None = None,
     progress: bool = False,
 ) -> DirectionSet:
     """The first `components` principal components of latents (N, D), as a direction set named pc1, pc2, ...
 
-    Streamed: IncrementalPCA over float64 blocks of `batch_rows` (default `pca_batch_rows`).
-    Vectors are the unit components scaled to the gap between the mean projections of the faces above and
-    below the mean (see the module docstring); `latent_std` is each component's σ (the spread of the
-    projections); pos/neg counts are the faces above/below the mean. `extra` holds explained_variance
-    (per component, in latent units²), explained_variance_ratio (of the total variance, sorted, summing to
-    at most 1), total_variance, pca_rows and pca_batch_rows; with `labels` (N, A) in {-1, 0, +1} for
-    `names`, also pca_correlations {pc: {attribute: r}} (Pearson r of projection and label over the labeled
-    faces) and pca_tracks {pc: [attribute, r]} (the attribute of largest |r|).
+    Streamed in blocks of `batch_rows` (default: about 4M values per block). Vectors are the unit
+    components scaled to the gap between the mean projections of the faces above and below the mean (see
+    the module docstring); `latent_std` is each component's σ (the spread of the projections); pos/neg
+    counts are the faces above/below the mean. `extra` holds explained_variance (per component, latent
+    units², ddof 1), explained_variance_ratio (of the total variance: sorted, summing to at most 1),
+    total_variance, pca_rows, pca_subspace and pca_power_iterations; with `labels` (N, A) in {-1, 0, +1}
+    for `names`, also pca_correlations {pc: {attribute: r}} (Pearson r of projection and label over the
+    labeled faces) and pca_tracks {pc: [attribute, r]} (the attribute of largest |r|).
     """
-    from sklearn.decomposition import IncrementalPCA
-
     n, dim = latents.shape
     if components < 1:
         raise ConfigError(f"components {components} must be at least 1")
     if components > dim:
         raise ConfigError(f"components {components} exceeds the latent size {dim}")
+    if power_iterations < 1:
+        raise ConfigError(f"power iterations {power_iterations} must be at least 1")
     if n < components + 1:
         raise DataError(f"{components} principal components need at least {components + 1} faces; got {n}")
     if labels is not None:
         labels = np.asarray(labels, dtype=np.int8)
         if labels.shape != (n, len(names)):
             raise DataError(f"labels have shape {labels.shape}; expected ({n}, {len(names)}) to match the latents")
-    rows = batch_rows or pca_batch_rows(components, dim)
-    rows = min(max(rows, components), n)
-    pca = IncrementalPCA(n_components=components)
-    with progress_bar("principal components", n, enabled=progress, unit="z") as advance:
-        for block in _batches(latents, rows, minimum=components):
-            pca.partial_fit(block)
-            advance(len(block))
+    width = subspace_size(components, dim)
+    passes = power_iterations + 3  # mean, iterations, Rayleigh-Ritz, projections
+    with progress_bar("principal components", passes * n, enabled=progress, unit="z") as advance:
+        total = torch.zeros(dim, dtype=torch.float64)
+        squares = torch.zeros(dim, dtype=torch.float64)
+        for _, z in _chunks(latents, batch_rows):
+            total += z.sum(0)
+            squares += z.square().sum(0)
+            advance(len(z))
+        mean = total / n
+        total_variance = float((squares - n * mean.square()).clamp(min=0).sum() / (n - 1))
+        generator = torch.Generator().manual_seed(seed)
+        q = torch.linalg.qr(torch.randn(dim, width, generator=generator, dtype=torch.float64))[0]  # (D, l)
+        for _ in range(power_iterations):
+            y = torch.zeros(dim, width, dtype=torch.float64)
+            for _, z in _chunks(latents, batch_rows):
+                zc = z - mean
+                y += zc.T @ (zc @ q)  # (D, l): the covariance times the block, never formed
+                advance(len(z))
+            q = torch.linalg.qr(y)[0]
+        gram = torch.zeros(width, width, dtype=torch.float64)
+        for _, z in _chunks(latents, batch_rows):
+            p = (z - mean) @ q
+            gram += p.T @ p
+            advance(len(z))
+        eigenvalues, vectors = torch.linalg.eigh(gram)  # ascending
+        order = torch.argsort(eigenvalues, descending=True)[:components]
+        units = (q @ vectors[:, order]).T.contiguous()  # (K, D) orthonormal rows
+        largest = units.abs().argmax(dim=1)
+        units = units * torch.sign(units[torch.arange(components), largest])[:, None]
+        variance = (eigenvalues[order].clamp(min=0) / (n - 1)).numpy()
+        proj = _projections(latents, units, mean, batch_rows=batch_rows, advance=advance)  # (N, K), centred
 
-    units = torch.from_numpy(np.ascontiguousarray(pca.components_, dtype=np.float64))  # (K, D) orthonormal
-    mean = torch.from_numpy(np.asarray(pca.mean_, dtype=np.float64))  # (D,)
-    proj = _projections(latents, units, mean, progress=progress)  # (N, K), centred
     above = proj > 0
     gap = np.array([proj[above[:, k], k].mean() - proj[~above[:, k], k].mean() for k in range(components)])
     pcs = component_names(components)
-    variance = np.asarray(pca.explained_variance_, dtype=np.float64)
-    ratio = np.asarray(pca.explained_variance_ratio_, dtype=np.float64)
+    ratio = variance / total_variance if total_variance > 0 else np.zeros_like(variance)
     extra = {
         "explained_variance": dict(zip(pcs, variance.tolist(), strict=True)),
         "explained_variance_ratio": dict(zip(pcs, ratio.tolist(), strict=True)),
-        "total_variance": float(variance.sum() / ratio.sum()) if ratio.sum() > 0 else None,
+        "total_variance": total_variance,
         "pca_rows": int(n),
-        "pca_batch_rows": int(rows),
+        "pca_subspace": int(width),
+        "pca_power_iterations": int(power_iterations),
         "skipped": {},
     }
     if labels is not None and len(names):
@@ -132,14 +151,18 @@ def principal_directions(
 
 
 def _projections(
-    latents: np.ndarray | MappedRows, units: torch.Tensor, mean: torch.Tensor, *, progress: bool
+    latents: np.ndarray | MappedRows,
+    units: torch.Tensor,
+    mean: torch.Tensor,
+    *,
+    batch_rows: int | None,
+    advance: Callable[[int], None],
 ) -> np.ndarray:
     """(N, K) float64: (z - mean) · u_k for every face, streamed."""
     out = np.empty((latents.shape[0], units.shape[0]), dtype=np.float64)
-    with progress_bar("projections", latents.shape[0], enabled=progress, unit="z") as advance:
-        for lo, z in latent_chunks(latents):
-            out[lo : lo + len(z)] = ((torch.from_numpy(z) - mean) @ units.T).numpy()
-            advance(len(z))
+    for lo, z in _chunks(latents, batch_rows):
+        out[lo : lo + len(z)] = ((z - mean) @ units.T).numpy()
+        advance(len(z))
     return out
 
 
