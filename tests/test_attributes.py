@@ -380,3 +380,20 @@ def test_shrinking_the_mean_difference_removes_its_noise():
     train = ~held_out_rows(len(z), 0.2, seed=0)
     proj, y = z[train].astype(np.float64) @ (v / np.linalg.norm(v)), labels[train, 0]
     assert np.linalg.norm(v) == pytest.approx(proj[y > 0].mean() - proj[y < 0].mean(), rel=1e-9)
+
+
+def test_the_shrunk_mean_difference_through_the_command(tiny_run, toy_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from latentlab.cli.app import app
+
+    out = tmp_path / "s.safetensors"
+    args = ["attribute-vectors", "--labels", toy_data / "list_attr_celeba.csv", "--model", tiny_run, "--quiet"]
+    args = [str(a) for a in (*args, "--attrs", "Smiling,Male", "--min-count", "5", "--out", out)]
+    result = CliRunner().invoke(app, [*args, "--method", "mean-diff-shrunk", "--shrink", "1"])
+    assert result.exit_code == 0, result.output + result.stderr
+    dirs = load_directions(out)
+    assert dirs.method == "mean-diff-shrunk" and dirs.extra["shrink"] == 1.0
+    assert json.loads(out.with_name("s-report.json").read_text())["shrink"] == 1.0
+    bad = CliRunner().invoke(app, [*args, "--method", "mean-diff-shrunk", "--shrink", "-1"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output + bad.stderr

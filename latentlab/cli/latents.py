@@ -137,7 +137,7 @@ def attribute_vectors(
     min_count: Annotated[int, typer.Option(min=2, help="Skip attributes with fewer positives or negatives.")] = 10,
     max_samples: Annotated[int, typer.Option(min=4, help="Rows the logistic classifiers are fitted on.")] = 5000,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per encoding batch.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed for the probe split and the classifier subset.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for the probe split, the classifier subset and pca's start.")] = 0,
     latents: Annotated[
         Path | None, typer.Option(help="Keep the encoded latents in this folder (reused and resumed).")
     ] = None,
