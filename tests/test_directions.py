@@ -148,6 +148,18 @@ def test_best_threshold_matches_brute_force_with_ties():
         candidates = np.concatenate([[-np.inf], np.unique(proj)])
         best = max(np.mean((proj > c) == positive) for c in candidates)
         assert np.mean((proj > t) == positive) == pytest.approx(best)
+        t = best_threshold(proj, positive, balanced=True)
+        balanced = [((proj > c)[positive].mean() + (proj <= c)[~positive].mean()) / 2 for c in candidates]
+        assert ((proj > t)[positive].mean() + (proj <= t)[~positive].mean()) / 2 == pytest.approx(max(balanced))
+
+
+def test_the_balanced_threshold_keeps_a_rare_class_that_plain_accuracy_gives_up():
+    rng = np.random.default_rng(7)
+    positive = rng.random(4000) < 0.1
+    proj = positive * 1.0 + rng.standard_normal(4000)  # overlapping classes, one rare
+    plain, balanced = best_threshold(proj, positive), best_threshold(proj, positive, balanced=True)
+    tpr = [(proj > t)[positive].mean() for t in (plain, balanced)]
+    assert tpr[0] < 0.2 < 0.6 < tpr[1]  # plain accuracy calls nearly everything negative
 
 
 def test_held_out_rows_are_a_seeded_share():
@@ -155,7 +167,8 @@ def test_held_out_rows_are_a_seeded_share():
     assert mask.dtype == bool and mask.sum() == 200
     assert np.array_equal(mask, held_out_rows(1000, 0.2, seed=3)) and not np.array_equal(mask, held_out_rows(1000, 0.2))
     assert held_out_rows(2, 0.01).sum() == 1 and held_out_rows(2, 0.99).sum() == 1  # never none, never all
-    for bad in (0.0, 1.0, -0.1):
+    assert held_out_rows(10, 0.0).sum() == 0  # 0: nothing held out, no probe
+    for bad in (1.0, -0.1):
         with pytest.raises(ConfigError, match="held-out fraction"):
             held_out_rows(10, bad)
 

@@ -39,7 +39,10 @@ def report_rows(dirs: DirectionSet) -> list[dict[str, Any]]:
     probe_accuracy (plain), probe_held_out (labeled held-out faces), skipped, probe_note, and
     classifier_accuracy where the set has classifier accuracies (the logistic method); a skipped
     attribute, or a file written before these figures existed, has None values.
+    Principal components (method "pca") get `component_rows` instead.
     """
+    if dirs.method == "pca":
+        return component_rows(dirs)
     skipped = dirs.skipped
     norms = dirs.norms
     extra = dirs.extra
@@ -66,6 +69,63 @@ def report_rows(dirs: DirectionSet) -> list[dict[str, Any]]:
             row["classifier_accuracy"] = classifier.get(name)
         rows.append(row)
     return rows
+
+
+def component_rows(dirs: DirectionSet) -> list[dict[str, Any]]:
+    """One dict per principal component: attribute (pc1, ...), positives/negatives (faces above/below the
+    mean), norm (|v|: the gap between the two halves' means), sigma, explained_variance (latent units²),
+    explained_variance_ratio, cumulative_ratio, and, where labels were given, tracks (the attribute most
+    correlated with it) and tracks_correlation (Pearson r), else None; skipped is "" (kept for one CSV shape).
+    """
+    extra = dirs.extra
+    variance = extra.get("explained_variance") or {}
+    ratio = extra.get("explained_variance_ratio") or {}
+    tracks = extra.get("pca_tracks") or {}
+    std = dirs.latent_std or {}
+    rows, cumulative = [], 0.0
+    for name, v in dirs.vectors.items():
+        share = finite_or_none(ratio.get(name))
+        cumulative += share or 0.0
+        attribute, r = tracks.get(name) or (None, None)
+        rows.append(
+            {
+                "attribute": name,
+                "positives": int(dirs.pos_counts[name]),
+                "negatives": int(dirs.neg_counts[name]),
+                "norm": finite_or_none(float(v.double().norm())),
+                "sigma": finite_or_none(std.get(name)),
+                "explained_variance": finite_or_none(variance.get(name)),
+                "explained_variance_ratio": share,
+                "cumulative_ratio": cumulative if share is not None else None,
+                "tracks": attribute,
+                "tracks_correlation": finite_or_none(r),
+                "skipped": "",
+            }
+        )
+    return rows
+
+
+def component_table(rows: Sequence[Mapping[str, Any]], *, title: str = "principal components") -> Table:
+    """A rich Table of `component_rows`: share of the variance (and cumulative), σ, |v| and what each tracks."""
+    table = Table(
+        title=f"{title}\nshare = explained variance ratio; alpha = 1 moves a face by |v| (about 1.6 σ)",
+        box=box.SIMPLE_HEAD,
+    )
+    for header in ("component", "share", "cumulative", "σ", "|v|"):
+        table.add_column(header, justify="left" if header == "component" else "right", no_wrap=True)
+    labeled = any(row.get("tracks") for row in rows)
+    if labeled:
+        table.add_column("most correlated attribute (r)")
+    for row in rows:
+        cells = [row["attribute"]]
+        for key, fmt in (("explained_variance_ratio", ".4f"), ("cumulative_ratio", ".4f"), ("sigma", ".3f")):
+            cells.append("—" if row.get(key) is None else format(row[key], fmt))
+        cells.append("—" if row.get("norm") is None else f"{row['norm']:.3f}")
+        if labeled:
+            r = row.get("tracks_correlation")
+            cells.append("—" if not row.get("tracks") else f"{row['tracks']} ({r:+.2f})")
+        table.add_row(*cells)
+    return table
 
 
 def attribute_table(
