@@ -86,6 +86,14 @@ def main() -> None:
             if args.search:
                 page.fill("#search", args.search)
             page.wait_for_timeout(1500)  # the last render and the reproduce command arrive
+            if args.set:  # once more, now that the face is encoded: the latency shown is a slider move's
+                attr, alpha = args.set[-1].split("=")
+                page.evaluate(
+                    "([a, x]) => { const s = document.getElementById('alpha-' + a); s.value = x;"
+                    " s.dispatchEvent(new Event('input', { bubbles: true })); }",
+                    [attr, alpha],
+                )
+                page.wait_for_timeout(1000)
             page.screenshot(path=str(args.out))
             browser.close()
     finally:
