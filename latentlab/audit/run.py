@@ -131,6 +131,7 @@ def run_audit(
         "alpha": float(alpha),
         "seed": seed,
         "faces": len(z),
+        "face_ids": [str(match.labels.index[i]) for i in sample],
         "split": split_note,
         "control": f"{CONTROL}: a seeded random direction with the median length of the audited ones",
     }
