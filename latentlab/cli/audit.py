@@ -57,6 +57,7 @@ def audit(
     """
     from latentlab.audit import run_audit
     from latentlab.audit.report import audit_rows, audit_table
+    from latentlab.audit.run import CONTROL
     from latentlab.train.devices import resolve_device
 
     result = run_audit(
@@ -82,6 +83,8 @@ def audit(
         "−α on those with it; each sign in the files); random: how often a random edit as long flips that judge; "
         "Δp: change of a judge's probability; drift: mean |pixel change| (0–255)"
     )
+    if any(e.direction not in judges.names and e.direction != CONTROL for e in result.effects):
+        title += "\ndirections without a judge of their own (pc1, ...): the worst side effect is what they move most"
     console.print(audit_table(audit_rows(result.effects, judges), title=title))
     console.print(f"faces: {meta['split']}", highlight=False, soft_wrap=True)
     wrote(result.paths["png"], f"heat map, {len(result.effects)} directions x {len(judges.names)} judges")
