@@ -150,17 +150,18 @@ def _label_sources(
     dirs: DirectionSet, labels: Path | None, images: Path | None, default_folder: Any
 ) -> tuple[Path, Path]:
     """The label file and image folder: as given, else those the direction file was fitted on."""
+    recorded_labels, recorded_images = dirs.extra.get("labels"), dirs.extra.get("images")
     if labels is None:
-        recorded = dirs.extra.get("labels")
-        if not recorded or not Path(recorded).is_file():
-            where = f" ({recorded} is gone)" if recorded else ""
+        if not recorded_labels or not Path(recorded_labels).is_file():
+            where = f" ({recorded_labels} is gone)" if recorded_labels else ""
             raise ConfigError(f"the audit needs labeled faces; give --labels FILE{where}")
-        labels = Path(recorded)
-        if images is None and dirs.extra.get("images") and Path(dirs.extra["images"]).is_dir():
-            images = Path(dirs.extra["images"])
+        labels = Path(recorded_labels)
+    same_labels = recorded_labels and Path(labels).resolve() == Path(recorded_labels).resolve()
+    if images is None and same_labels and recorded_images and Path(recorded_images).is_dir():
+        images = Path(recorded_images)
     labels = Path(labels)
     if not labels.is_file():
-        raise DataError(f"label file {labels} does not exist")
+        raise DataError(f"label file {labels} " + ("is a folder" if labels.is_dir() else "does not exist"))
     images = Path(images) if images is not None else default_folder(labels)
     if not images.is_dir():
         raise DataError(f"image folder {images} does not exist; give --images DIR")
