@@ -123,8 +123,6 @@ def write_audit(
     }
     table = pd.DataFrame(rows)
     effect = pd.DataFrame([e.effect for e in effects], columns=[f"effect:{n}" for n in judges.names])
-    atomic_write_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(paths["csv"], pd.concat([table, effect], axis=1).to_csv(index=False))
     units = "raw" if meta.get("units") == "raw" else "σ"
     title = [
         f"audit of {Path(str(meta.get('vectors', ''))).name}: alpha = ±{meta.get('alpha', 1):g} ({units} units), "
@@ -138,5 +136,8 @@ def write_audit(
         title=title,
         separate_last=True,
     )
+    text = json.dumps(doc, indent=2, allow_nan=False) + "\n"  # everything is made before anything is written
+    atomic_write_text(paths["json"], text)
+    atomic_write_text(paths["csv"], pd.concat([table, effect], axis=1).to_csv(index=False))
     save_image(paths["png"], picture)
     return dict(paths)
