@@ -162,3 +162,20 @@ def test_the_cli_prints_each_direction_and_writes_the_files(toy_vectors, tiny_ru
     assert "Eyeglasses" in result.output and "worst side effect" in result.output and CONTROL in result.output
     assert all((tmp_path / f"x.{ext}").exists() for ext in ("json", "csv", "png"))
     assert json.loads((tmp_path / "x.json").read_text())["units"] == "sigma"
+
+
+def test_the_held_out_faces_are_found_again_when_the_recorded_paths_lead_nowhere(
+    toy_vectors, tiny_run, toy_data, tmp_path
+):
+    from dataclasses import replace
+
+    dirs = load_directions(toy_vectors)
+    moved = {**dirs.extra, "labels": "elsewhere/list_attr_celeba.csv", "images": "elsewhere/img_align_celeba"}
+    path = replace(dirs, extra=moved).save(tmp_path / "moved.safetensors")
+    given = {"labels": toy_data / "list_attr_celeba.csv", "images": toy_data / "img_align_celeba"}
+    found = run_audit(vectors=path, model_path=tiny_run, attrs=["Male"], faces=5, progress=False, workers=1, **given)
+    assert "held out of its fit" in found.meta["split"]
+    renamed = {**moved, "labels": "elsewhere/other_labels.csv"}
+    path = replace(dirs, extra=renamed).save(tmp_path / "renamed.safetensors")
+    lost = run_audit(vectors=path, model_path=tiny_run, attrs=["Male"], faces=5, progress=False, workers=1, **given)
+    assert "does not say which" in lost.meta["split"]

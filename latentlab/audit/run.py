@@ -171,11 +171,8 @@ def _label_sources(
 def _held_out(dirs: DirectionSet, n: int, labels: Path, images: Path, seed: int) -> tuple[np.ndarray, str]:
     """(n,) bool over the matched labeled faces: the faces no direction was fitted on, and a note saying so."""
     extra = dirs.extra
-    same = all(
-        extra.get(k) and Path(extra[k]).resolve() == p.resolve() for k, p in (("labels", labels), ("images", images))
-    )
     used, count = extra.get("images_used"), extra.get("held_out_rows")
-    if same and isinstance(used, int) and isinstance(count, int) and 0 < used <= n:
+    if _same_sources(extra, labels, images, n) and isinstance(count, int) and isinstance(used, int) and 0 < used <= n:
         fitted = held_out_rows(
             used, float(extra.get("held_out_fraction", DEFAULT_HELD_OUT)), seed=int(extra.get("seed", 0))
         )
@@ -190,6 +187,18 @@ def _held_out(dirs: DirectionSet, n: int, labels: Path, images: Path, seed: int)
         f"a seeded {DEFAULT_HELD_OUT:.0%} of the labeled faces, held out from the judges; the direction file does "
         "not say which of these faces it was fitted on"
     )
+
+
+def _same_sources(extra: dict[str, Any], labels: Path, images: Path, n: int) -> bool:
+    """Whether the direction file was fitted on these labels and images: the same paths, or, where its
+    recorded paths (relative to where it was made) lead nowhere from here, the same names and face count."""
+    recorded = [Path(str(extra.get(key) or "")) for key in ("labels", "images")]
+    if not all(str(r) not in ("", ".") for r in recorded):
+        return False
+    if all(r.exists() for r in recorded):
+        return all(r.resolve() == p.resolve() for r, p in zip(recorded, (labels, images), strict=True))
+    names_match = all(r.name == p.resolve().name for r, p in zip(recorded, (labels, images), strict=True))
+    return names_match and extra.get("images_used") == n
 
 
 def _at_most(rows: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
