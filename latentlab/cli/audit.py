@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from latentlab.cli.common import DeviceOption, ModelOption, console, handles_errors, parse_names, wrote
+from latentlab.cli.common import DeviceOption, console, handles_errors, parse_names, wrote
 
 
 class Units(str, Enum):
@@ -23,7 +23,10 @@ def audit(
     vectors: Annotated[
         Path | None, typer.Option(help="Direction file (default: the model's, attributes/<model>.safetensors).")
     ] = None,
-    model: ModelOption = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Run folder or checkpoint (default: the one --vectors names, else the last trained)."),
+    ] = None,
     labels: Annotated[
         Path | None, typer.Option(help="Label file (default: the one the directions were fitted on).")
     ] = None,
