@@ -337,6 +337,13 @@ def studio(w: Workspace, *extra: object) -> list:
     return ["studio", "--model", w.run, "--vectors", w.vectors, *extra]
 
 
+def audit(w: Workspace, *extra: object, labels: bool = True) -> list:
+    """audit of the tiny run's random directions on 8 toy faces, into tmp/audit.*; options after these win."""
+    given = ("--labels", w.labels) if labels else ()
+    tail = ["--faces", "8", "--quiet", "--device", "cpu", "--out", w.tmp / "audit"]
+    return ["audit", "--model", w.run, "--vectors", w.vectors, *given, *tail, *extra]
+
+
 def _empty_folder(w: Workspace) -> Path:
     folder = w.tmp / "empty"
     folder.mkdir()
@@ -695,6 +702,28 @@ CASES = [
     C("studio-vectors-missing", lambda w: studio(w, "--vectors", w.tmp / "nope.safetensors"), 2, ("nope.safetensors",)),
     C("studio-faces-is-a-file", lambda w: studio(w, "--faces", w.file()), 2, ("--faces",)),
     C("studio-faces-without-images", lambda w: studio(w, "--faces", _empty_folder(w)), 1, ("no images",)),
+    # audit
+    C("audit-unknown-attribute", lambda w: audit(w, "--attrs", "Smile"), 1, ("'Smile'", "Smiling")),
+    C("audit-vectors-of-another-model", lambda w: audit(w, "--vectors", w.vectors_other), 1, ("another model",)),
+    C("audit-vectors-missing", lambda w: audit(w, "--vectors", w.tmp / "no.safetensors"), 1, ("does not exist",)),
+    C("audit-no-labels", lambda w: audit(w, labels=False), 1, ("--labels",)),
+    C("audit-labels-missing", lambda w: audit(w, "--labels", w.tmp / "no.csv"), 1, ("no.csv", "does not exist")),
+    C("audit-images-missing", lambda w: audit(w, "--images", w.tmp / "nope"), 1, ("nope", "does not exist")),
+    C(
+        "audit-sigma-without-spread",
+        lambda w: audit(w, "--vectors", w.vectors_no_spread, "--units", "sigma"),
+        1,
+        ("spread",),
+    ),
+    C("audit-alpha-zero", lambda w: audit(w, "--alpha", "0"), 1, ("positive",)),
+    C("audit-no-faces", lambda w: audit(w, "--faces", "0"), 2, ("--faces",)),
+    C(
+        "audit-random-directions",
+        lambda w: audit(w),
+        0,
+        ("worst side effect", "(random)"),
+        check=lambda w: all((w.tmp / f"audit.{ext}").is_file() for ext in ("json", "csv", "png")),
+    ),
 ]
 
 

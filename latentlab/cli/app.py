@@ -13,7 +13,7 @@ import typer
 
 from latentlab import __version__
 from latentlab._malloc import tune_malloc
-from latentlab.cli import bench, data, latents, render, studio, train
+from latentlab.cli import audit, bench, data, latents, render, studio, train
 from latentlab.cli.common import OneLineErrorsGroup, console, set_debug
 
 app = typer.Typer(
@@ -54,6 +54,7 @@ app.command()(latents.encode)
 app.command("attribute-vectors")(latents.attribute_vectors)
 app.command()(render.manipulate)
 app.command()(render.interpolate)
+app.command()(audit.audit)
 app.command()(studio.studio)
 
 
