@@ -204,7 +204,8 @@ def _edit_folder(faces: list[Path], edit: object, *, out: Path | None, show_inpu
         wrote(result.out, f"{result.written} photo(s), {result.description}")
     print_fit(result.fit)
     for failure in result.failed[:MAX_FAILURES]:
-        line = f"[yellow]skipped[/] {escape(str(failure.path))}: {escape(failure.reason)}"
+        reason = failure.reason.removeprefix(f"{failure.path}: ")  # most errors already name the file
+        line = f"[yellow]skipped[/] {escape(str(failure.path))}: {escape(reason)}"
         err_console.print(line, highlight=False, soft_wrap=True)
     if len(result.failed) > MAX_FAILURES:
         err_console.print(f"[yellow]skipped[/] {len(result.failed) - MAX_FAILURES} more", highlight=False)
