@@ -25,6 +25,9 @@ POSITIVE = [
     "peak_memory_mb",
     "train_achieved_gflop_per_s",
     "encode_achieved_gflop_per_s",
+    "conv3x3_ceiling_gflop_per_s",
+    "encode_ceiling_fraction",
+    "decode_ceiling_fraction",
     "threads",
 ]
 
@@ -94,3 +97,24 @@ def test_flop_count_matches_the_issue():
     """Config A's forward pass is about 0.24 GFLOP per image and B's about 5.4."""
     assert forward_flops(CONFIGS["A"].model) / 1e9 == pytest.approx(0.24, rel=0.02)
     assert forward_flops(CONFIGS["B"].model) / 1e9 == pytest.approx(5.4, rel=0.02)
+
+
+def test_the_ceiling_is_measured_on_the_architectures_own_3x3_convolutions():
+    """Every 3x3 convolution of config A's model is among the ceiling's candidates, with width -> width added."""
+    import torch
+
+    from latentlab.bench.ceiling import conv3x3_shapes
+    from latentlab.flow.glow import Glow
+
+    cfg = CONFIGS["A"].model
+    shapes = conv3x3_shapes(cfg)
+    pairs = {(cin, cout) for cin, cout, _ in shapes}
+    model = Glow(cfg)
+    in_model = {
+        (m.in_channels, m.out_channels)
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+    }
+    assert in_model and in_model <= pairs
+    assert pairs - in_model == {(128, 128)}
+    assert sorted({side for *_, side in shapes}) == [4, 8, 16]

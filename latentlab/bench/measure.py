@@ -20,6 +20,7 @@ import torch
 
 from latentlab import __version__
 from latentlab._malloc import tune_malloc
+from latentlab.bench.ceiling import conv3x3_ceiling
 from latentlab.bench.machine import PeakMemory, cpu_name, load_average, process_peak_rss_mb
 from latentlab.config import MEMORY_SAVING, PRECISIONS, GlowConfig
 from latentlab.errors import ConfigError
@@ -250,3 +251,10 @@ def _measure_inference(
     result["reconstruction_mean_abs_error"] = float(error.mean())
     if "encode" in phases:
         result["encode_achieved_gflop_per_s"] = result["forward_gflop_per_image"] * result["encode_images_per_s"]
+    # the same run's best 3x3 convolution rate: how near encode and decode come to what the machine can do
+    cfg, device = model.config, next(model.parameters()).device
+    result.update(conv3x3_ceiling(cfg, len(x), device=device, throughput=_throughput, **timing))
+    ceiling_images_per_s = result["conv3x3_ceiling_gflop_per_s"] / result["forward_gflop_per_image"]
+    for phase in ("encode", "decode"):
+        if phase in phases:
+            result[f"{phase}_ceiling_fraction"] = result[f"{phase}_images_per_s"] / ceiling_images_per_s

@@ -23,6 +23,9 @@ ROWS = [  # (result key, label, format)
     ("peak_memory_mb", "process peak memory (MiB)", "{:.0f}"),
     ("train_achieved_gflop_per_s", "train GFLOP/s (convolutions)", "{:.1f}"),
     ("encode_achieved_gflop_per_s", "encode GFLOP/s (convolutions)", "{:.1f}"),
+    ("conv3x3_ceiling_gflop_per_s", "best 3x3 convolution GFLOP/s (the ceiling)", "{:.1f}"),
+    ("encode_ceiling_fraction", "encode, fraction of the ceiling", "{:.0%}"),
+    ("decode_ceiling_fraction", "decode, fraction of the ceiling", "{:.0%}"),
 ]
 
 
