@@ -26,6 +26,8 @@ def test_info_shows_config_and_parameters(tmp_path):
     assert result.exit_code == 0, result.output
     n_params = sum(p.numel() for p in model.parameters())
     assert f"{n_params:,}" in result.output and "4.2500" in result.output
+    # 8 px, 2 levels: 6 channels on a 4x4 grid split off, then 24 on 2x2 at the top; 96 + 96 = 3 * 8 * 8
+    assert "1 4x4: 6x4x4 = 96" in result.output and "2 2x2 (top): 24x2x2 = 96" in result.output
 
 
 def test_info_on_missing_and_corrupt_checkpoints_is_one_line(tmp_path):

@@ -168,6 +168,7 @@ def info(
     Example: latentlab info models/toy32
     """
     from latentlab.checkpoint import checkpoint_summary, load_model, read_model_metadata, resolve_model_path
+    from latentlab.render.levels import describe_latent_levels
 
     meta = read_model_metadata(model)
     summary = checkpoint_summary(meta)
@@ -177,6 +178,7 @@ def info(
         table.add_row(key, str(value))
     table.add_row("parameters", f"{sum(p.numel() for p in glow.parameters()):,}")
     table.add_row("latent dim", f"{glow.latent_dim:,}")
+    table.add_row("latent levels (--levels)", describe_latent_levels(glow.latent_shapes))
     table.add_row("training step", str(summary["step"]))
     bpd = summary["bits_per_dim"]
     table.add_row("bits/dim", "not recorded" if bpd is None else f"{bpd:.4f}")

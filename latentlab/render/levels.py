@@ -98,6 +98,14 @@ def describe_levels(levels: Sequence[Level], chosen: Sequence[int] | None) -> st
     return ("level " if len(parts) == 1 else "levels ") + ", ".join(parts)
 
 
+def describe_latent_levels(shapes: Sequence[tuple[int, int, int]]) -> str:
+    """One line per level, finest first: '1 16x16: 6x16x16 = 1,536', ..., '3 4x4 (top): 48x4x4 = 768'."""
+    return "\n".join(
+        f"{lv.number} {lv.name}{' (top)' if lv.top else ''}: {'x'.join(map(str, lv.shape))} = {lv.dims:,}"
+        for lv in latent_levels(shapes)
+    )
+
+
 def levels_mask(
     shapes: Sequence[tuple[int, int, int]], spec: str | Sequence[int | str] | None
 ) -> tuple[torch.Tensor | None, str]:
