@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,9 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from latentlab.studio.serve import free_port
+
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _serve(args: argparse.Namespace, port: int) -> subprocess.Popen:
@@ -59,7 +54,7 @@ def main() -> None:
     parser.add_argument("--search", default="", help="text typed into the attribute search box")
     parser.add_argument("--smooth", action="store_true", help="smooth instead of nearest upscaling")
     args = parser.parse_args()
-    port = _free_port()
+    port = free_port("127.0.0.1", 8000)
     server = _serve(args, port)
     try:
         with sync_playwright() as p:

@@ -117,9 +117,18 @@ def encode_to_store(
     Rerunning with the same model, images, labels, limit and dtype continues an interrupted run; a
     finished store is returned as it is. A store made with anything else is refused unless `force`.
     """
-    options = {"dtype": dtype, "batch_size": batch_size, "labels": labels, "limit": limit, "force": force}
     store, _, _ = _encode_store(
-        model, folder, out_dir, progress=progress, workers=workers, model_name=model_name, **options
+        model,
+        folder,
+        out_dir,
+        dtype=dtype,
+        batch_size=batch_size,
+        labels=labels,
+        limit=limit,
+        force=force,
+        progress=progress,
+        workers=workers,
+        model_name=model_name,
     )
     return store
 
