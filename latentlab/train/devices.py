@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -37,13 +39,32 @@ def has_fast_bf16(device: torch.device) -> bool:
     """Whether bf16 maths runs natively here: an Ampere or newer GPU (or ROCm), or a CPU with AVX512-BF16 or AMX.
 
     On other CPUs bf16 is emulated and slower than float32 (BENCHMARKS.md), so `--precision auto` keeps
-    float32 there.
+    float32 there, as it does where torch or oneDNN is told to stay below the CPU's bf16 instructions.
     """
     if device.type == "cuda":  # bf16 tensor cores from Ampere (8.0) on; torch's is_bf16_supported counts emulation
         return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
-        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"})
+        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"}) and not isa_capped_below_bf16()
     return False
+
+
+# oneDNN's instruction-set names that compute bf16 natively (its ONEDNN_MAX_CPU_ISA values)
+_ONEDNN_BF16_ISA_MARKERS = ("ALL", "BF16", "AMX", "AVX10", "FP16")
+
+
+def isa_capped_below_bf16(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA (DNNL_MAX_CPU_ISA) keeps torch below AVX512-BF16.
+
+    Either variable restricts the kernels torch runs (ATEN_CPU_CAPABILITY=avx2 its element-wise ones,
+    ONEDNN_MAX_CPU_ISA=AVX2 its convolutions), which is how an AVX2-only CPU is reproduced on a newer one;
+    bf16 is then emulated, so `auto` must choose float32.
+    """
+    env = os.environ if environ is None else environ
+    aten = env.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if aten in ("default", "avx2", "avx", "sse", "sse4", "no avx"):
+        return True
+    onednn = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return bool(onednn) and not any(marker in onednn for marker in _ONEDNN_BF16_ISA_MARKERS)
 
 
 @functools.lru_cache(maxsize=1)
