@@ -1,6 +1,7 @@
 """The honest probe for every way of fitting a direction: balanced accuracy on held-out faces, majority rate beside it.
 
-Encodes the labeled faces once into a latent store (kept in --latents and reused), then fits each variant
+Encodes the labeled faces once into a latent store (kept in --latents and reused; the --mirror variants
+add a store of the faces' mirror images in --latents/mirror), then fits each variant
 with `latentlab.directions.fit.fit_directions` exactly as `attribute-vectors` does: a seeded random 20%
 of the faces held out, the direction fitted on the rest, a threshold along it fitted on the rest for
 balanced accuracy and scored on the held-out faces. Each variant runs on several splits (--seeds); the
@@ -40,6 +41,10 @@ VARIANTS = {
     "mean-diff-shrunk 1.5 ⟂ Male,Young": {"method": "mean-diff-shrunk", "orthogonal_to": CONDITIONS},
     "logistic": {"method": "logistic"},
     "logistic ⟂ Male,Young": {"method": "logistic", "orthogonal_to": CONDITIONS},
+    # --mirror: every face's mirror image encoded too (a second store, in --latents/mirror) and fitted with it
+    "mean-diff --mirror": {"method": "mean-diff", "mirror": True},
+    "mean-diff-shrunk 1.5 --mirror": {"method": "mean-diff-shrunk", "mirror": True},
+    "logistic --mirror": {"method": "logistic", "mirror": True},
 }
 
 
@@ -59,8 +64,14 @@ def main() -> None:
     table = load_labels(args.labels)
     table.attrs["source"] = str(args.labels)
     images = args.images or default_image_folder(args.labels)
-    store = encode_to_store(load_model(args.model), images, args.latents, labels=table, dtype="float32")
+    model = load_model(args.model)
+    store = encode_to_store(model, images, args.latents, labels=table, dtype="float32")
     z = np.asarray(store.latents, dtype=np.float32)
+    variants = args.variants.split(";")
+    zm = None
+    if any(VARIANTS[v].get("mirror") for v in variants):
+        mirrored = encode_to_store(model, images, args.latents / "mirror", labels=table, dtype="float32", mirror=True)
+        zm = np.asarray(mirrored.latents, dtype=np.float32)
     names = list(dict.fromkeys([*attrs, *CONDITIONS]))
     labels = store.labels[names].to_numpy(dtype=np.int8)
     print(f"{len(z)} faces, D = {z.shape[1]}, seeds {seeds}\n")
@@ -68,8 +79,10 @@ def main() -> None:
     header = "| variant | " + " | ".join(attrs) + " |"
     print(header + "\n|" + "---|" * (len(attrs) + 1))
     majority = None
-    for variant in args.variants.split(";"):
-        options = VARIANTS[variant]
+    for variant in variants:
+        options = dict(VARIANTS[variant])
+        if options.pop("mirror", False):
+            options["mirrored"] = zm
         runs = []
         for seed in seeds:
             with warnings.catch_warnings():

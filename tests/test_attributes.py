@@ -397,3 +397,87 @@ def test_the_shrunk_mean_difference_through_the_command(tiny_run, toy_data, tmp_
     assert json.loads(out.with_name("s-report.json").read_text())["shrink"] == 1.0
     bad = CliRunner().invoke(app, [*args, "--method", "mean-diff-shrunk", "--shrink", "-1"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output + bad.stderr
+
+
+def test_mirrored_faces_fit_the_pair_averages_and_the_probe_scores_faces_only():
+    """With mirror latents the class sums are over (z + z_mirror) / 2; the probe and spread use z alone."""
+    z, labels, u_a, _ = planted(n=600)
+    zm = z + np.random.default_rng(5).standard_normal(z.shape).astype(np.float32)  # the same faces, other noise
+    fit = fit_directions(z, labels, ["A", "B"], method="mean-diff", mirrored=zm)
+    train = ~held_out_rows(len(z), 0.2, seed=0)
+    pairs, y = (z.astype(np.float64) + zm) / 2, labels[:, 0]
+    expected = pairs[train & (y > 0)].mean(0) - pairs[train & (y < 0)].mean(0)
+    np.testing.assert_allclose(fit.vectors["A"].numpy(), expected, rtol=0, atol=1e-9)
+    same_faces = fit_directions(z, labels, ["A", "B"], method="mean-diff", mirrored=z)
+    plain = fit_directions(z, labels, ["A", "B"], method="mean-diff")
+    np.testing.assert_allclose(same_faces.vectors["A"].numpy(), plain.vectors["A"].numpy(), atol=1e-9)
+    assert same_faces.extra["probe_balanced_accuracy"] == plain.extra["probe_balanced_accuracy"]
+    assert same_faces.latent_std == plain.latent_std  # the spread is the faces'
+    shrunk = fit_directions(z, labels, ["A", "B"], method="mean-diff-shrunk", mirrored=zm)
+    logistic = fit_directions(z, labels, ["A", "B"], method="logistic", mirrored=zm)
+    assert cosine(shrunk.vectors["A"], u_a) > 0.9 and cosine(logistic.vectors["A"], u_a) > 0.9
+    assert logistic.extra["logistic_rows"] == 480  # faces; each fitted with its mirror
+    with pytest.raises(DataError, match="mirrored latents have shape"):
+        fit_directions(z, labels, ["A", "B"], mirrored=zm[:-1])
+
+
+def test_logistic_with_mirrors_keeps_a_face_and_its_mirror_on_one_side_of_its_hold_out():
+    """The classifier's accuracy is scored on faces whose mirrors it never saw."""
+    from latentlab.directions.maths import logistic_directions, logistic_split
+
+    train, test = logistic_split(400, 300, 0.25, seed=0, mirrored_half=True)
+    assert len(test) == 38 and len(train) == 2 * 112 and (test < 200).all()
+    assert not set(test) & set(train) and not set(test + 200) & set(train)
+    assert set(train[train >= 200] - 200) == set(train[train < 200])
+    plain_train, plain_test = logistic_split(400, 300, 0.25, seed=0)
+    assert len(plain_test) == 75 and len(plain_train) == 225
+    z, labels, _, _ = planted(n=400)
+    stacked, twice = np.concatenate([z, z]), np.concatenate([labels, labels])
+    with pytest.raises(DataError, match="even number"):
+        logistic_directions(stacked[:-1], twice[:-1, :1], attrs=["A"], mirrored_half=True)
+
+
+def test_mirror_through_the_command_encodes_the_mirror_images(tiny_run, toy_data, tmp_path):
+    """--mirror: a second store of the mirror images beside the faces', and the fit on both."""
+    from typer.testing import CliRunner
+
+    from latentlab.cli.app import app
+    from latentlab.latents import open_store
+
+    out, lat = tmp_path / "m.safetensors", tmp_path / "lat"
+    args = ["attribute-vectors", "--labels", toy_data / "list_attr_celeba.csv", "--model", tiny_run, "--quiet"]
+    args = [str(a) for a in (*args, "--attrs", "Smiling,Male", "--min-count", "5", "--out", out, "--latents", lat)]
+    result = CliRunner().invoke(app, [*args, "--mirror", "--dtype", "float32"])
+    assert result.exit_code == 0, result.output + result.stderr
+    faces, mirrors = open_store(lat), open_store(lat / "mirror")
+    assert mirrors.ids == faces.ids and mirrors.meta["mirror"] and not faces.meta["mirror"]
+    model = load_model(tiny_run)
+    cache = prepare_cache(toy_data / "img_align_celeba", model.config.image_size, workers=1, progress=False)
+    first = np.array(cache.images)[[cache.names.index(faces.ids[0])]]
+    with torch.inference_mode():
+        expected = model.eval().encode(model.preprocess(torch.from_numpy(first).flip(-1))).numpy()
+    np.testing.assert_allclose(np.asarray(mirrors.latents[:1]), expected, atol=1e-4)
+    dirs = load_directions(out)
+    assert dirs.extra["mirror"] is True
+    z, zm = np.asarray(faces.latents, np.float64), np.asarray(mirrors.latents, np.float64)
+    y = faces.labels["Smiling"].to_numpy()
+    train = ~held_out_rows(len(z), 0.2, seed=0)
+    pairs = (z + zm) / 2
+    expected_v = pairs[train & (y > 0)].mean(0) - pairs[train & (y < 0)].mean(0)
+    np.testing.assert_allclose(dirs.vectors["Smiling"].numpy(), expected_v, atol=1e-5)
+    pca = CliRunner().invoke(app, [*args, "--mirror", "--method", "pca"])
+    assert pca.exit_code != 0 and "--mirror" in pca.output + pca.stderr and "Traceback" not in pca.output + pca.stderr
+
+
+def test_a_mirror_store_is_not_taken_for_the_faces_and_back(tiny_run, toy_data, tmp_path):
+    from latentlab.errors import OutputError
+    from latentlab.latents import encode_to_store
+
+    model = load_model(tiny_run)
+    folder = toy_data / "img_align_celeba"
+    encode_to_store(model, folder, tmp_path / "a", limit=8, progress=False, workers=1, mirror=True)
+    with pytest.raises(OutputError, match="mirroring"):
+        encode_to_store(model, folder, tmp_path / "a", limit=8, progress=False, workers=1)
+    encode_to_store(model, folder, tmp_path / "b", limit=8, progress=False, workers=1)
+    with pytest.raises(OutputError, match="mirroring"):
+        encode_to_store(model, folder, tmp_path / "b", limit=8, progress=False, workers=1, mirror=True)

@@ -145,6 +145,14 @@ def attribute_vectors(
     orthogonal_to: Annotated[
         str | None, typer.Option(help="Remove from every other direction its projection on these, e.g. Male,Young.")
     ] = None,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror",
+            help="Also fit on every face's mirror image (twice the encoding; for attributes a mirror keeps, "
+            "as all of CelebA's do).",
+        ),
+    ] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N labeled images.")] = None,
     min_count: Annotated[int, typer.Option(min=2, help="Skip attributes with fewer positives or negatives.")] = 10,
     max_samples: Annotated[int, typer.Option(min=4, help="Rows the logistic classifiers are fitted on.")] = 5000,
@@ -177,6 +185,7 @@ def attribute_vectors(
       latentlab attribute-vectors --labels list_attr_celeba.csv --attrs Blond_Hair,Smiling --method logistic
       latentlab attribute-vectors --labels list_attr_celeba.csv --method mean-diff-shrunk --held-out-fraction 0.2
       latentlab attribute-vectors --labels list_attr_celeba.csv --attrs Smiling --orthogonal-to Male,Young
+      latentlab attribute-vectors --labels list_attr_celeba.csv --method mean-diff-shrunk --mirror
       latentlab attribute-vectors --method pca --images faces/ --components 10 --out attributes/x-pca.safetensors
     """
     from latentlab.directions.attribute_vectors import compute_attribute_vectors
@@ -203,6 +212,7 @@ def attribute_vectors(
         latent_dtype=dtype.value,
         device=resolve_device(device),
         progress=not quiet,
+        mirror=mirror,
     )
     if result.method == "pca":
         console.print(component_table(result.rows, title=f"principal components of {result.images_used} faces"))

@@ -73,6 +73,7 @@ def compute_attribute_vectors(
     device: str | torch.device = "cpu",
     workers: int = 2,
     progress: bool = True,
+    mirror: bool = False,
 ) -> AttributeResult:
     """Compute one direction per attribute (or `components` principal components for method "pca") and
     write `out` (default attributes/<model name>.safetensors).
@@ -84,6 +85,9 @@ def compute_attribute_vectors(
     (0: none, and no probe). `shrink` (standard errors) is for method "mean-diff-shrunk". "pca" needs
     no labels (then `images` is required and every image is used); with labels it encodes the labeled
     images and reports which attribute each component tracks.
+    `mirror` also encodes every face's left-right mirror image (into `mirror/` inside the latent folder)
+    and fits on faces and mirrors together (`fit_directions`'s `mirrored`), for attributes a mirror
+    image keeps: twice the encoding, less noise in the directions (BENCHMARKS.md).
     The report lands beside `out`: `<stem>-report.json`, `-report.csv`, `-report-cosine.png` (not for pca).
     """
     from latentlab.checkpoint import load_model, resolve_model_path
@@ -105,6 +109,8 @@ def compute_attribute_vectors(
     held_out_fraction = check_held_out_fraction(held_out_fraction)
     pca = method == "pca"
     _check_inputs(pca=pca, labels_path=labels_path, images=images, attrs=attrs, orthogonal_to=orthogonal_to)
+    if pca and mirror:
+        raise ConfigError("--mirror is for the labeled methods (mean-diff, mean-diff-shrunk, logistic), not pca")
     table, names, conditions = None, [], []
     if labels_path is not None:
         labels_path = Path(labels_path)
@@ -130,18 +136,19 @@ def compute_attribute_vectors(
     images = Path(images) if images is not None else default_image_folder(labels_path)
 
     with _latent_folder(latents) as folder:
-        store = encode_to_store(
-            model,
-            images,
-            folder,
-            dtype=latent_dtype,
-            batch_size=batch_size,
-            labels=table,
-            limit=limit,
-            progress=progress,
-            workers=workers,
-            model_name=str(model_path),
-        )
+        encode = {
+            "dtype": latent_dtype,
+            "batch_size": batch_size,
+            "labels": table,
+            "limit": limit,
+            "progress": progress,
+            "workers": workers,
+            "model_name": str(model_path),
+        }
+        store = encode_to_store(model, images, folder, **encode)
+        mirrored = encode_to_store(model, images, folder / "mirror", mirror=True, **encode) if mirror else None
+        if mirrored is not None and mirrored.ids != store.ids:
+            raise DataError(f"{folder / 'mirror'} holds other faces than {folder}; pass another --latents folder")
         label_array = None if table is None else store.labels[names].to_numpy(dtype=np.int8)
         if pca:
             fit = principal_directions(
@@ -160,10 +167,11 @@ def compute_attribute_vectors(
                 max_samples=max_samples,
                 held_out_fraction=held_out_fraction,
                 progress=progress,
+                mirrored=None if mirrored is None else mirrored.latents,
             )
         fingerprint, used, summary = store.fingerprint, len(store), store.match_summary()
         match = store.meta.get("match") or {"labels_without_image": 0, "images_without_labels": 0}
-        del store
+        del store, mirrored
 
     if not fit.vectors:
         first = next(iter(fit.skipped.items()))
@@ -183,6 +191,7 @@ def compute_attribute_vectors(
         "images_without_labels": match["images_without_labels"],
         "seed": seed,
         "latent_dtype": latent_dtype,
+        "mirror": mirror,
     }
     if pca:
         about |= {

@@ -56,6 +56,7 @@ def fit_directions(
     held_out_fraction: float = DEFAULT_HELD_OUT,
     chunk_rows: int | None = None,
     progress: bool = False,
+    mirrored: np.ndarray | MappedRows | None = None,
 ) -> DirectionSet:
     """Directions for `names` from latents (N, D) (an array, memmap or `MappedRows`) and labels (N, A) int8
     in {-1, +1} (0 = unknown).
@@ -71,6 +72,12 @@ def fit_directions(
     directions: the probe's threshold is fitted on the training rows, scored on the held-out ones; the
     spread is over all.
 
+    `mirrored` (N, D), row i the latent of image i's left-right mirror image, doubles the training faces
+    for attributes a mirror image keeps (all of CelebA's): the class sums (and the shrunk method's
+    standard errors) are taken over each face's pair average (z + z_mirrored) / 2, which gives exactly the
+    mean difference over faces and mirrors together with errors that count a pair as one face; logistic
+    fits on both rows of each sampled face. The probe and the spread use the faces as they are.
+
     The set's vectors are float64; its counts (all labeled rows) cover every name, skipped ones included;
     `extra` holds probe_balanced_accuracy, probe_majority_rate, probe_accuracy (plain), probe_held_out,
     probe_notes (why a probe has no figures), held_out_fraction, held_out_rows, classifier_accuracy
@@ -84,6 +91,8 @@ def fit_directions(
     if missing:
         raise ConfigError(f"cannot condition on {missing[0]!r}: it is not among the attributes computed")
     n, dim = latents.shape
+    if mirrored is not None and tuple(mirrored.shape) != (n, dim):
+        raise DataError(f"mirrored latents have shape {tuple(mirrored.shape)}; expected ({n}, {dim}) like the faces'")
     labels = np.asarray(labels, dtype=np.int8)
     if labels.shape != (n, len(names)):
         raise DataError(f"labels have shape {labels.shape}; expected ({n}, {len(names)}) to match the latents")
@@ -93,6 +102,8 @@ def fit_directions(
     sums = AttributeSums(names, dim)
     with progress_bar("sums", n, enabled=progress, unit="z") as advance:
         for lo, z in latent_chunks(latents, rows=chunk_rows):
+            if mirrored is not None:
+                z = (z + np.asarray(mirrored[lo : lo + len(z)], dtype=np.float64)) / 2
             sums.update(z, train_labels[lo : lo + len(z)])
             advance(len(z))
     skipped = {name: reason + " in the training split" for name, reason in sums.skipped(min_count).items()}
@@ -112,7 +123,7 @@ def fit_directions(
                 units[name] = units_from[index[name]]
     else:
         fitted_rows = _fit_logistic(
-            latents, train_labels, ~held, names, skipped, units, classifier, seed, max_samples, min_count
+            latents, train_labels, ~held, names, skipped, units, classifier, seed, max_samples, min_count, mirrored
         )
 
     for name, u in list(units.items()):
@@ -168,20 +179,32 @@ def _fit_logistic(
     seed: int,
     max_samples: int,
     min_count: int,
+    mirrored: np.ndarray | MappedRows | None = None,
 ) -> int:
-    """Fit a classifier per attribute not yet skipped on a random subset of the `training` rows (N,) bool;
-    fill `units`, return the rows used."""
+    """Fit a classifier per attribute not yet skipped on a random subset of the `training` rows (N,) bool
+    (each with its mirror image's row when `mirrored` is given); fill `units`, return the faces used."""
     pool = np.flatnonzero(training)
     dim = latents.shape[1]
-    rows = int(min(max_samples, pool.shape[0], max(1, LOGISTIC_MEMORY // (4 * dim))))
+    copies = 1 if mirrored is None else 2
+    rows = int(min(max_samples, pool.shape[0], max(1, LOGISTIC_MEMORY // (4 * dim * copies))))
     subset = np.sort(np.random.default_rng(seed).choice(pool, size=rows, replace=False))
     z = np.asarray(latents[subset], dtype=np.float32)  # (rows, D)
+    fit_labels = labels[subset]
+    if mirrored is not None:
+        z = np.concatenate([z, np.asarray(mirrored[subset], dtype=np.float32)])
+        fit_labels = np.concatenate([fit_labels, fit_labels])
     todo = [a for a, name in enumerate(names) if name not in skipped]
     if not todo:
         return rows
     fit_names = [names[a] for a in todo]
     dirs, acc, too_few = logistic_directions(
-        z, labels[subset][:, todo], attrs=fit_names, seed=seed, max_samples=rows, min_count=min_count
+        z,
+        fit_labels[:, todo],
+        attrs=fit_names,
+        seed=seed,
+        max_samples=len(z),
+        min_count=min_count,
+        mirrored_half=mirrored is not None,
     )
     skipped.update(too_few)
     for i, name in enumerate(fit_names):

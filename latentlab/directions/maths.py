@@ -180,8 +180,12 @@ def logistic_directions(
     min_count: int = DEFAULT_MIN_COUNT,
     C: float = 0.01,
     max_iter: int = 500,
+    mirrored_half: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray, dict[str, str]]:
     """One L2 logistic regression per attribute on a seeded random subset of z (N, D).
+
+    `mirrored_half`: rows N/2.. are the mirror images of rows ..N/2 (same order, same labels); a face
+    and its mirror then go to the same side of the accuracy's hold-out, which scores faces only.
 
     Returns (directions (A, D) float64, held-out accuracy (A,), skipped {name: reason});
     skipped attributes have NaN rows and NaN accuracy.
@@ -204,10 +208,7 @@ def logistic_directions(
         raise DataError(f"latents must be (N, D); got shape {z_np.shape}")
     lab = check_labels(labels, z_np.shape[0], len(attrs))
     n, d = z_np.shape
-    rng = np.random.default_rng(seed)
-    subset = rng.permutation(n)[: min(max_samples, n)]
-    n_test = max(1, int(round(held_out_fraction * subset.shape[0])))
-    test_rows, train_rows = subset[:n_test], subset[n_test:]
+    train_rows, test_rows = logistic_split(n, max_samples, held_out_fraction, seed=seed, mirrored_half=mirrored_half)
 
     directions = torch.full((len(attrs), d), math.nan, dtype=torch.float64)
     accuracy = np.full(len(attrs), math.nan)
@@ -238,6 +239,25 @@ def logistic_directions(
         if (y_test != 0).any():
             accuracy[a] = clf.score(z_np[test_rows[y_test != 0]], y_test[y_test != 0] > 0)
     return directions, accuracy, skipped
+
+
+def logistic_split(
+    n: int, max_samples: int, held_out_fraction: float, *, seed: int = 0, mirrored_half: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, accuracy rows) of `logistic_directions`: a seeded subset of at most `max_samples` rows.
+
+    With `mirrored_half` (rows n/2.. mirror rows ..n/2) faces are drawn, a face's mirror follows it into
+    training, and the accuracy is scored on faces only, none of whose mirrors was fitted.
+    """
+    faces = n // 2 if mirrored_half else n
+    if mirrored_half and n % 2:
+        raise DataError(f"mirrored_half needs an even number of rows (faces, then their mirrors); got {n}")
+    subset = np.random.default_rng(seed).permutation(faces)[: min(max_samples // (2 if mirrored_half else 1), faces)]
+    n_test = max(1, int(round(held_out_fraction * subset.shape[0])))
+    test_rows, train_rows = subset[:n_test], subset[n_test:]
+    if mirrored_half:
+        train_rows = np.concatenate([train_rows, train_rows + faces])
+    return train_rows, test_rows
 
 
 def cosine_matrix(v: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -67,10 +67,12 @@ def encode_images(
     start: int = 0,
     batch_size: int = 64,
     progress: bool = True,
+    mirror: bool = False,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Encode uint8 images (N, 3, S, S) batch by batch -> (position, z (B, D) on the CPU, model dtype).
 
     `rows` picks (and orders) the images to encode; positions count along `rows` from `start`.
+    `mirror` encodes each image's left-right mirror image instead.
     Pixels go through `model.preprocess` (bin centres, no noise), on the model's device, in eval mode
     under inference_mode (entered per batch, so the caller's code never runs inside it).
     """
@@ -88,6 +90,8 @@ def encode_images(
             hi = min(n, lo + batch_size)
             batch = array[lo:hi] if rows is None else array[np.asarray(rows[lo:hi])]
             x8 = torch.from_numpy(batch if isinstance(array, MappedRows) else np.array(batch))  # a writable copy
+            if mirror:
+                x8 = x8.flip(-1)
             with evaluating(model):
                 z = model.encode(model.preprocess(x8)).cpu()
             if not torch.isfinite(z).all():
@@ -111,11 +115,13 @@ def encode_to_store(
     progress: bool = True,
     workers: int = 2,
     model_name: str | None = None,
+    mirror: bool = False,
 ) -> LatentStore:
     """Encode the images under `folder` (only those with a label row when `labels` is given) into `out_dir`.
 
-    Rerunning with the same model, images, labels, limit and dtype continues an interrupted run; a
-    finished store is returned as it is. A store made with anything else is refused unless `force`.
+    Rerunning with the same model, images, labels, limit, dtype and `mirror` (the images' left-right
+    mirror images encoded instead) continues an interrupted run; a finished store is returned as it is.
+    A store made with anything else is refused unless `force`.
     """
     store, _, _ = _encode_store(
         model,
@@ -129,6 +135,7 @@ def encode_to_store(
         progress=progress,
         workers=workers,
         model_name=model_name,
+        mirror=mirror,
     )
     return store
 
@@ -166,6 +173,7 @@ def _encode_store(
     progress: bool = True,
     workers: int = 2,
     model_name: str | None = None,
+    mirror: bool = False,
 ) -> tuple[LatentStore, ImageCache, np.ndarray | None]:
     """`encode_to_store`, also returning the image cache and the cache rows encoded (None: all, in order)."""
     from latentlab.checkpoint import model_fingerprint
@@ -187,6 +195,7 @@ def _encode_store(
         "data_key": cache.key,
         "dtype": dtype,
         "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        "mirror": bool(mirror),
     }
     meta = {
         "format": FORMAT,
@@ -214,7 +223,9 @@ def _encode_store(
         if complete:
             write_meta(out_dir, meta)
         else:
-            _write_rows(model, cache, rows, array, meta, out_dir, batch_size=batch_size, progress=progress)
+            _write_rows(
+                model, cache, rows, array, meta, out_dir, batch_size=batch_size, progress=progress, mirror=mirror
+            )
             array.sync()
             _finish(out_dir, meta)
     store = open_store(out_dir)
@@ -262,13 +273,15 @@ def _resume(
     """(partial array to continue or None, whether the store is already complete); sets meta['done']."""
     if old is None:
         return None, False
-    differs = [key for key, value in identity.items() if old.get(key) != value]
+    # stores written before mirroring existed have no "mirror" key: they hold the images as they are
+    differs = [key for key, value in identity.items() if old.get(key, False if key == "mirror" else None) != value]
     if differs:
         what = {
             "fingerprint": "model",
             "data_key": "image folder (or its files changed)",
             "dtype": "dtype",
             "ids_sha256": "set of images (labels or --limit differ)",
+            "mirror": "choice of mirroring (--mirror)",
         }[differs[0]]
         raise OutputError(
             f"{out_dir} holds latents made with another {what}; pass --force to start over or choose another --out"
@@ -297,13 +310,14 @@ def _write_rows(
     *,
     batch_size: int,
     progress: bool,
+    mirror: bool = False,
 ) -> None:
     """Encode from meta['done'] on into `array`, recording progress every CHECKPOINT_EVERY batches and on errors."""
     write_meta(out_dir, meta)
     batches = 0
     try:
         for lo, z in encode_images(
-            model, cache, rows=rows, start=int(meta["done"]), batch_size=batch_size, progress=progress
+            model, cache, rows=rows, start=int(meta["done"]), batch_size=batch_size, progress=progress, mirror=mirror
         ):
             values = z.numpy()
             if array.dtype == np.float16 and np.abs(values).max() > _FLOAT16_MAX:
