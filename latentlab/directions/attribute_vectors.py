@@ -136,7 +136,7 @@ def compute_attribute_vectors(
     images = Path(images) if images is not None else default_image_folder(labels_path)
 
     with _latent_folder(latents) as folder:
-        encode = {
+        encoding = {
             "dtype": latent_dtype,
             "batch_size": batch_size,
             "labels": table,
@@ -145,8 +145,8 @@ def compute_attribute_vectors(
             "workers": workers,
             "model_name": str(model_path),
         }
-        store = encode_to_store(model, images, folder, **encode)
-        mirrored = encode_to_store(model, images, folder / "mirror", mirror=True, **encode) if mirror else None
+        store = encode_to_store(model, images, folder, **encoding)
+        mirrored = encode_to_store(model, images, folder / "mirror", mirror=True, **encoding) if mirror else None
         if mirrored is not None and mirrored.ids != store.ids:
             raise DataError(f"{folder / 'mirror'} holds other faces than {folder}; pass another --latents folder")
         label_array = None if table is None else store.labels[names].to_numpy(dtype=np.int8)
