@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import latentlab.cli.bench  # noqa: F401  (registers `bench` on the app)
@@ -39,6 +40,7 @@ def check(result: dict, *, memory_saving: str = "none") -> None:
     assert result["config"] == "tiny" and result["batch_size"] == CONFIGS["tiny"].batch_size
     assert result["memory_saving"] == memory_saving
     assert result["torch"] and result["device"] == "cpu" and result["device_name"]
+    assert result["cpu_instructions"].startswith("ATen ")
     assert len(result["train_runs"]) == result["repeats"]
 
 
@@ -120,3 +122,14 @@ def test_the_ceiling_is_measured_on_the_architectures_own_3x3_convolutions():
     assert in_model and in_model <= pairs
     assert pairs - in_model == {(128, 128)}
     assert sorted({side for *_, side in shapes}) == [4, 8, 16]
+
+
+def test_cpu_instructions_name_the_kernels_and_the_onednn_cap(monkeypatch):
+    """A figure measured on a CPU held to AVX2 (the way an AVX2-only CPU is reproduced) says so."""
+    from latentlab.bench.machine import cpu_instructions
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert cpu_instructions() == f"ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN AVX2"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert cpu_instructions().endswith("oneDNN no cap")

@@ -72,6 +72,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_instructions() -> str:
+    """The vector instructions torch's CPU kernels use (ATen's, after ATEN_CPU_CAPABILITY) and oneDNN's cap.
+
+    Setting ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 reproduces an AVX2-only CPU on a newer
+    one; a figure names what it ran on.
+    """
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "no cap"
+    return f"ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {onednn}"
+
+
 def load_average() -> float | None:
     """The 1-minute load average (Unix), or None."""
     try:

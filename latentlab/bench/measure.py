@@ -21,7 +21,7 @@ import torch
 from latentlab import __version__
 from latentlab._malloc import tune_malloc
 from latentlab.bench.ceiling import conv3x3_ceiling
-from latentlab.bench.machine import PeakMemory, cpu_name, load_average, process_peak_rss_mb
+from latentlab.bench.machine import PeakMemory, cpu_instructions, cpu_name, load_average, process_peak_rss_mb
 from latentlab.config import MEMORY_SAVING, PRECISIONS, GlowConfig
 from latentlab.errors import ConfigError
 from latentlab.train.devices import resolve_device, resolve_precision
@@ -179,6 +179,7 @@ def run_benchmark(
         "forward_gflop_per_image": forward_flops(cfg) / 1e9,
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+        "cpu_instructions": cpu_instructions(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "latentlab": __version__,

@@ -92,7 +92,7 @@ def bench(
         return
     first = results[0]
     table = Table(
-        title=f"{first['device_name']} ({first['device']}), torch {first['torch']}, "
+        title=f"{first['device_name']} ({first['device']}; {first['cpu_instructions']}), torch {first['torch']}, "
         f"{first['threads']} threads, memory saving {memory_saving}, {first['precision']}"
     )
     table.add_column("")
