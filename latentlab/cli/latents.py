@@ -218,7 +218,8 @@ def attribute_vectors(
         console.print(component_table(result.rows, title=f"principal components of {result.images_used} faces"))
     else:
         held_out = result.directions.extra.get("held_out_rows")
-        console.print(attribute_table(result.rows, title=f"attribute directions ({result.method})", held_out=held_out))
+        method = result.method + (", faces and their mirror images" if mirror else "")
+        console.print(attribute_table(result.rows, title=f"attribute directions ({method})", held_out=held_out))
     console.print(result.match_summary, highlight=False, soft_wrap=True)
     skipped = sum(1 for row in result.rows if row["skipped"])
     if skipped:
