@@ -83,7 +83,7 @@ def main() -> None:
         optimizer.step()
         steps += 1
         if steps % 500 == 0:
-            print(f"step {steps}: train {float(loss):.4f} bits/dim", file=sys.stderr, flush=True)
+            print(f"step {steps}: train {loss.item():.4f} bits/dim", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
 
     model.eval()
