@@ -29,6 +29,15 @@ def isolated_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return root
 
 
+@pytest.fixture
+def uncapped_isa(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No variable holds torch's CPU kernels to an older instruction set (as on a machine left alone)."""
+    from latentlab.train.devices import ISA_VARIABLES
+
+    for name in ISA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """96 toy faces at 16 px with labels (the folder holding img_align_celeba/ and list_attr_celeba.csv)."""

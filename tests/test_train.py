@@ -189,11 +189,9 @@ def test_bf16_autocast_run_learns_and_saves_float32(toy_data, tmp_path):
 
 
 @pytest.mark.parametrize("fast", [True, False])
-def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(toy_data, tmp_path, monkeypatch, fast):
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(toy_data, tmp_path, monkeypatch, fast, uncapped_isa):
     """--precision auto trains in bf16 on a CPU with native bf16 and in float32 on one without."""
     monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"} if fast else {"avx2"}))
-    for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-        monkeypatch.delenv(name, raising=False)
     autocast_seen: list[bool] = []
     forward = Glow.forward
 
@@ -222,12 +220,10 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(toy_data, tmp_path,
         ({"ONEDNN_MAX_CPU_ISA": "ALL"}, False),
     ],
 )
-def test_auto_precision_stays_float32_where_the_isa_is_capped_below_bf16(monkeypatch, environ, capped):
+def test_auto_precision_stays_float32_where_the_isa_is_capped_below_bf16(monkeypatch, uncapped_isa, environ, capped):
     """ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 (an AVX2-only CPU reproduced) makes bf16 emulated: fp32."""
     assert devices.isa_capped_below_bf16(environ) is capped
     monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
-    for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-        monkeypatch.delenv(name, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     assert resolve_precision("auto", torch.device("cpu")) == ("fp32" if capped else "bf16")

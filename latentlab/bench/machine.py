@@ -12,6 +12,8 @@ import sys
 
 import torch
 
+from latentlab.train.devices import onednn_isa_cap
+
 
 class PeakMemory:
     """Peak memory of one phase: CUDA's allocator peak, else the process's resident-set high-water mark.
@@ -78,8 +80,7 @@ def cpu_instructions() -> str:
     Setting ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 reproduces an AVX2-only CPU on a newer
     one; a figure names what it ran on.
     """
-    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "no cap"
-    return f"ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {onednn}"
+    return f"ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {onednn_isa_cap() or 'no cap'}"
 
 
 def load_average() -> float | None:

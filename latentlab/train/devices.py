@@ -48,8 +48,17 @@ def has_fast_bf16(device: torch.device) -> bool:
     return False
 
 
+# the variables that hold torch's CPU kernels to an older instruction set (ATen's; oneDNN's, new and old name)
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 # oneDNN's instruction-set names that compute bf16 natively (its ONEDNN_MAX_CPU_ISA values)
 _ONEDNN_BF16_ISA_MARKERS = ("ALL", "BF16", "AMX", "AVX10", "FP16")
+
+
+def onednn_isa_cap(environ: Mapping[str, str] | None = None) -> str:
+    """The instruction set oneDNN is held to (ONEDNN_MAX_CPU_ISA, or its old name DNNL_MAX_CPU_ISA), upper
+    case; "" where neither is set."""
+    env = os.environ if environ is None else environ
+    return (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
 
 
 def isa_capped_below_bf16(environ: Mapping[str, str] | None = None) -> bool:
@@ -63,7 +72,7 @@ def isa_capped_below_bf16(environ: Mapping[str, str] | None = None) -> bool:
     aten = env.get("ATEN_CPU_CAPABILITY", "").strip().lower()
     if aten in ("default", "avx2", "avx", "sse", "sse4", "no avx"):
         return True
-    onednn = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    onednn = onednn_isa_cap(env)
     return bool(onednn) and not any(marker in onednn for marker in _ONEDNN_BF16_ISA_MARKERS)
 
 
