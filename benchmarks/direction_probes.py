@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,32 +49,47 @@ VARIANTS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def probe_arguments(description: str, *, attrs: str) -> argparse.ArgumentParser:
+    """The options every probe benchmark takes: model, labels, images, latent folder, attributes, seeds."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--labels", type=Path, required=True)
     parser.add_argument("--images", type=Path)
     parser.add_argument("--latents", type=Path, default=Path("latents/direction-probes"))
-    parser.add_argument("--attrs", default="Smiling,Male,Blond_Hair,Eyeglasses,Young")
+    parser.add_argument("--attrs", default=attrs)
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--variants", default=";".join(VARIANTS), help="names from VARIANTS, separated by ;")
-    args = parser.parse_args()
+    return parser
 
-    attrs = args.attrs.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
+
+def probe_latents(
+    args: argparse.Namespace, names: list[str], *, mirror: bool
+) -> tuple[torch.nn.Module, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(model, faces' latents float32 (N, D), their mirror images' or None, labels int8 (N, len(names))).
+
+    The stores are encoded into `args.latents` (mirrors into its `mirror/`) once and reused after.
+    """
     table = load_labels(args.labels)
     table.attrs["source"] = str(args.labels)
     images = args.images or default_image_folder(args.labels)
     model = load_model(args.model)
     store = encode_to_store(model, images, args.latents, labels=table, dtype="float32")
-    z = np.asarray(store.latents, dtype=np.float32)
-    variants = args.variants.split(";")
     zm = None
-    if any(VARIANTS[v].get("mirror") for v in variants):
+    if mirror:
         mirrored = encode_to_store(model, images, args.latents / "mirror", labels=table, dtype="float32", mirror=True)
         zm = np.asarray(mirrored.latents, dtype=np.float32)
+    return model, np.asarray(store.latents, dtype=np.float32), zm, store.labels[names].to_numpy(dtype=np.int8)
+
+
+def main() -> None:
+    parser = probe_arguments(__doc__, attrs="Smiling,Male,Blond_Hair,Eyeglasses,Young")
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="names from VARIANTS, separated by ;")
+    args = parser.parse_args()
+
+    attrs = args.attrs.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    variants = args.variants.split(";")
     names = list(dict.fromkeys([*attrs, *CONDITIONS]))
-    labels = store.labels[names].to_numpy(dtype=np.int8)
+    _, z, zm, labels = probe_latents(args, names, mirror=any(VARIANTS[v].get("mirror") for v in variants))
     print(f"{len(z)} faces, D = {z.shape[1]}, seeds {seeds}\n")
 
     header = "| variant | " + " | ".join(attrs) + " |"

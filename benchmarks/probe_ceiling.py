@@ -25,7 +25,6 @@ Prints a markdown table (classifier x attribute).
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import statistics
 import sys
@@ -41,11 +40,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from latentlab.checkpoint import load_model  # noqa: E402
-from latentlab.data.labels import load_labels  # noqa: E402
+from direction_probes import probe_arguments, probe_latents  # noqa: E402  (this script's folder)
+
 from latentlab.directions.fit import fit_directions  # noqa: E402
 from latentlab.directions.probe import held_out_rows, probe_score  # noqa: E402
-from latentlab.latents import default_image_folder, encode_to_store  # noqa: E402
 
 Fit = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, features), labels ±1 -> weight vector
 
@@ -124,28 +122,15 @@ def mean_balanced(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--labels", type=Path, required=True)
-    parser.add_argument("--images", type=Path)
-    parser.add_argument("--latents", type=Path, default=Path("latents/direction-probes"))
-    parser.add_argument("--attrs", default="Smiling,Male,Blond_Hair")
-    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser = probe_arguments(__doc__, attrs="Smiling,Male,Blond_Hair")
     parser.add_argument("--rows", default="", help="only the classifiers whose name contains this text")
     args = parser.parse_args()
 
     attrs = args.attrs.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    table = load_labels(args.labels)
-    table.attrs["source"] = str(args.labels)
-    images = args.images or default_image_folder(args.labels)
-    model = load_model(args.model)
-    store = encode_to_store(model, images, args.latents, labels=table, dtype="float32")
-    mirror = encode_to_store(model, images, args.latents / "mirror", labels=table, dtype="float32", mirror=True)
-    z = np.asarray(store.latents, dtype=np.float64)
-    zm = np.asarray(mirror.latents, dtype=np.float64)
-    labels = store.labels[attrs].to_numpy(dtype=np.int8)
-    pixels, pixels_m = decoded_pixels(model, z.astype(np.float32)), decoded_pixels(model, zm.astype(np.float32))
+    model, z32, zm32, labels = probe_latents(args, attrs, mirror=True)
+    pixels, pixels_m = decoded_pixels(model, z32), decoded_pixels(model, zm32)
+    z, zm = z32.astype(np.float64), zm32.astype(np.float64)
     print(f"{len(z)} faces, D = {z.shape[1]}, seeds {seeds}; mean held-out balanced accuracy ± spread\n")
     print("| classifier | " + " | ".join(attrs) + " | seconds |\n|" + "---|" * (len(attrs) + 2))
 
